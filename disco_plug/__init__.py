@@ -1,0 +1,18 @@
+"""disco_plug: a pretrained DiScoFormer (arXiv 2511.05924) density-and-score estimator as a plug-in
+score for samplers: fit a sample set once, query log p and grad log p anywhere.
+
+>>> import disco_plug, numpy as np
+>>> fitted = disco_plug.load().fit(np.random.default_rng(0).normal(size=(512, 2)))
+>>> fitted.log_density(np.zeros(2)).shape
+()
+"""
+
+from .config import ModelConfig
+from .estimator import Estimator, FittedEstimator, load
+from .gmm import GaussianMixture, random_gmm
+from .kde import GaussianKDE
+from .model import DiScoFormer
+
+__version__ = "0.1.0"
+__all__ = ["load", "Estimator", "FittedEstimator", "ModelConfig", "DiScoFormer", "GaussianMixture",
+           "random_gmm", "GaussianKDE", "__version__"]

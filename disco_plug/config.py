@@ -1,0 +1,50 @@
+"""Model configuration: a frozen dataclass stored as JSON in the safetensors metadata."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["ModelConfig"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the DiScoFormer network.
+
+    max_dim: largest data dimension served (inputs use the first d rows of the embedding).
+    width, depth, heads, mlp_ratio: transformer size (report default: 128, 4, 8, 4).
+    kde_factors: multiples of Scott's bandwidth (in whitened units) of the KDE features and of the
+        gated KDE score skip; the network starts from the Gaussian fit and blends these in.
+    context_keys: at most this many context points serve as keys in the context self-attention; every
+        context point still feeds the queries' cross-attention (sub-quadratic encoder for large n).
+    whiten_eps: ridge added to the covariance eigenvalues, relative to their mean.
+    """
+
+    max_dim: int = 100
+    width: int = 128
+    depth: int = 4
+    heads: int = 8
+    mlp_ratio: int = 4
+    kde_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    context_keys: int = 1024
+    whiten_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if not (self.max_dim >= 1 and self.depth >= 1 and self.context_keys >= 2):
+            raise ValueError(f"invalid model config {self}")
+        object.__setattr__(self, "kde_factors", tuple(float(f) for f in self.kde_factors))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**raw)

@@ -1,0 +1,241 @@
+"""The public estimator: pretrained DiScoFormer weights, fitted to a sample set, queried anywhere.
+
+DiScoFormer (Density and Score Transformer, tech report arXiv 2511.05924) reads a set of samples and
+returns log p and grad log p of the distribution behind them at any query point. `fit` whitens the
+samples and encodes them once; each query then costs O(n) per layer.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .checkpoint import default_weights_path, load_weights
+from .config import ModelConfig
+from .model import ContextCache, DiScoFormer
+from .validation import ArraySpec, as_points, check_finite
+from .whitening import Whitening, fit_whitening
+
+__all__ = ["Estimator", "FittedEstimator", "load"]
+
+_QUERY_CHUNK = 4096  # queries per network call: bounded memory for any number of queries
+
+
+class Estimator:
+    """A pretrained DiScoFormer, ready to `fit` any sample set of dimension 1..config.max_dim.
+
+    Example
+    -------
+    >>> import numpy as np, disco_plug
+    >>> est = disco_plug.load()
+    >>> fitted = est.fit(np.random.default_rng(0).normal(size=(256, 2)))
+    >>> fitted.score(np.zeros((3, 2))).shape
+    (3, 2)
+    """
+
+    def __init__(self, network: DiScoFormer, *, metadata: dict[str, str] | None = None) -> None:
+        self.network = network.eval()
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        self.metadata = dict(metadata or {})
+        self._by_device: dict[torch.device, DiScoFormer] = {}
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.network.config
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Estimator(DiScoFormer width={c.width} depth={c.depth} heads={c.heads}, "
+                f"d=1..{c.max_dim}, step={self.metadata.get('step', '?')})")
+
+    def _network_on(self, device: torch.device) -> DiScoFormer:
+        if device == next(self.network.parameters()).device:
+            return self.network
+        if device not in self._by_device:
+            self._by_device[device] = copy.deepcopy(self.network).to(device)
+        return self._by_device[device]
+
+    def fit(self, samples: Any) -> "FittedEstimator":
+        """Whiten and encode a sample set X of shape (n, d) (torch tensor, numpy or JAX array).
+
+        Raises ValueError for NaN/inf, a wrong shape, d outside 1..max_dim, n <= d (the whitening
+        needs a full-rank covariance) or degenerate samples (a constant column, all points equal)."""
+        x, spec = as_points(samples, "samples", max_dim=self.config.max_dim)
+        n, d = x.shape
+        if n <= d:
+            raise ValueError(f"need more samples than dimensions to whiten them: got n={n} samples in "
+                             f"d={d} dimensions (at least {d + 1} are needed)")
+        return FittedEstimator(self, x, spec)
+
+
+class FittedEstimator:
+    """An estimator fitted to one sample set: log-density and score at any query points.
+
+    Queries may be (m, d) or a single point (d,). numpy in gives numpy out; torch in gives torch
+    out on the input's device and dtype. The object pickles (the encoded context is rebuilt on load),
+    so it can cross process boundaries (e.g. Pyro's num_chains > 1).
+    """
+
+    def __init__(self, estimator: Estimator, samples: Tensor, spec: ArraySpec) -> None:
+        self.estimator = estimator
+        self.samples = samples  # (n, d) float64 on the samples' device
+        self._spec = spec
+        self.whitening: Whitening = fit_whitening(samples[None], estimator.config.whiten_eps)
+        self._cache: ContextCache | None = None
+
+    # -- properties --------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.samples.device
+
+    def __repr__(self) -> str:
+        return f"FittedEstimator(n={self.n}, d={self.dim}, device={self.device})"
+
+    @property
+    def network(self) -> DiScoFormer:
+        return self.estimator._network_on(self.device)
+
+    def _whitened_context(self) -> Tensor:
+        return self.whitening.apply(self.samples[None]).to(torch.float32)  # (1, n, d)
+
+    @property
+    def cache(self) -> ContextCache:
+        """The encoded context (per-layer keys and values), computed once on first use."""
+        if self._cache is None:
+            with torch.no_grad():
+                self._cache = self.network.encode(self._whitened_context())
+        return self._cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+    # -- queries -----------------------------------------------------------------------------------
+    def _queries(self, queries: Any) -> tuple[Tensor, ArraySpec]:
+        y, spec = as_points(queries, "queries", max_dim=self.estimator.config.max_dim, dim=self.dim,
+                            allow_single=True)
+        if spec.device != self.device:
+            raise ValueError(f"queries are on {spec.device} but the estimator was fitted on {self.device}; "
+                             f"move them with .to({str(self.device)!r})")
+        return y, spec
+
+    def _log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """float64 (m,) and (m, d) for validated float64 queries y (m, d)."""
+        w = self.whitening
+        net, cache = self.network, self.cache
+        logs, scores = [], []
+        with torch.no_grad():
+            for start in range(0, y.shape[0], _QUERY_CHUNK):
+                yw = w.apply(y[None, start:start + _QUERY_CHUNK]).to(torch.float32)
+                log_p, score = net.query(cache, yw)
+                logs.append(log_p.to(torch.float64) + w.log_det[:, None])
+                scores.append(w.score_back(score.to(torch.float64)))
+        log_p, score = torch.cat(logs, 1)[0], torch.cat(scores, 1)[0]
+        check_finite(log_p, "estimated log-density")
+        check_finite(score, "estimated score")
+        return log_p, score
+
+    def log_density_and_score(self, queries: Any) -> tuple[Any, Any]:
+        """log p (m,) and grad log p (m, d) at the queries, from one forward pass."""
+        y, spec = self._queries(queries)
+        log_p, score = self._log_density_and_score(y)
+        return spec.restore(log_p, scalar_per_point=True), spec.restore(score, scalar_per_point=False)
+
+    def log_density(self, queries: Any) -> Any:
+        """log p at the queries: (m,) for (m, d) queries, a 0-d value for a single point (d,).
+        The log-density head is trained by regression and is not normalized by construction."""
+        return self.log_density_and_score(queries)[0]
+
+    def score(self, queries: Any) -> Any:
+        """grad log p at the queries: (m, d), or (d,) for a single point."""
+        return self.log_density_and_score(queries)[1]
+
+    # -- test-time adaptation ----------------------------------------------------------------------
+    def adapt(self, steps: int = 4, *, lr: float = 1e-4, max_queries: int = 512,
+              generator: torch.Generator | None = None) -> "FittedEstimator":
+        """Test-time adaptation (report, section on TTA): with the context fixed, take `steps` Adam
+        steps on the label-free consistency loss mean ||S(X, X) - grad_x T(X, X)||^2 between the score
+        head S and the gradient of the log-density head T, on a copy of the network.
+
+        Returns a new fitted estimator; this one is unchanged. Uses at most `max_queries` context
+        points as queries (a random subset drawn with `generator`)."""
+        if not (isinstance(steps, int) and steps >= 0):
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        network = copy.deepcopy(self.network)
+        for p in network.parameters():
+            p.requires_grad_(True)
+        optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+        context = self._whitened_context()
+        idx = torch.randperm(self.n, generator=generator)[:max_queries].to(self.device)
+        for _ in range(steps):
+            cache = network.encode(context)
+            y = context[:, idx].clone().requires_grad_(True)
+            log_p, score = network.query(cache, y)
+            (grad,) = torch.autograd.grad(log_p.sum(), y, create_graph=True)
+            loss = ((score - grad) ** 2).sum(-1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        adapted = Estimator(network, metadata={**self.estimator.metadata, "adapted_steps": str(steps)})
+        return FittedEstimator(adapted, self.samples, self._spec)
+
+    # -- noise-conditional score and sampling (disco_plug.noised, disco_plug.samplers) -------------------
+    @property
+    def noised(self) -> "NoisedScore":
+        """The noise-conditional view of this fit (one encoded context per noise level, cached)."""
+        if getattr(self, "_noised", None) is None:
+            from .noised import NoisedScore
+            self._noised = NoisedScore(self)
+        return self._noised
+
+    def score_fn(self, x: Tensor, sigma: float = 0.0) -> Tensor:
+        """Score of p * N(0, sigma^2 I) at x (..., d), the samplers' `score_fn(x, sigma)` convention:
+        the estimate from the noised context X + sigma * E (E one fixed noise draw)."""
+        return self.noised.score_fn(x, sigma)
+
+    def sample(self, num: int, *, method: str = "pc", steps: int | None = None,
+               generator: torch.Generator | None = None, callback: Any = None, progress: bool = False,
+               **options: Any) -> Any:
+        """Draw `num` new points from the estimated distribution with a score-based sampler.
+
+        method: "pc" (reverse VE SDE + Langevin corrector, Song et al. 2021; default), "ve_sde",
+        "vp_sde", "ode" (probability flow, Heun), "annealed_langevin" (Song & Ermon 2019), "langevin"
+        (ULA) or "mala" (both start at random samples). steps: noise levels (SDE/ODE) or Langevin
+        steps; None picks a default per method. Extra options go to the sampler function in
+        `disco_plug.samplers`. Returns (num, d), numpy if the samples were numpy, else torch.
+
+        Example
+        -------
+        >>> import numpy as np, torch, disco_plug
+        >>> fitted = disco_plug.load().fit(np.random.default_rng(0).normal(size=(256, 2)))
+        >>> fitted.sample(8, method="ode", steps=10, generator=torch.Generator().manual_seed(0)).shape
+        (8, 2)
+        """
+        x = self.noised.sample(num, method=method, steps=steps, generator=generator, callback=callback,
+                               progress=progress, **options)
+        return self._spec.restore(x, scalar_per_point=False)
+
+
+def load(path: str | Path | None = None, *, sha256: str | None = None) -> Estimator:
+    """Load pretrained DiScoFormer weights (the bundled default if `path` is None), offline.
+
+    Only safetensors files are read; the shipped file's sha256 is checked against the manifest.
+    """
+    network, _, meta = load_weights(default_weights_path() if path is None else path, sha256=sha256)
+    return Estimator(network, metadata=meta)

@@ -1,0 +1,169 @@
+"""The DiScoFormer network (Density and Score Transformer, tech report arXiv 2511.05924).
+
+Set-in, points-out: context points attend to each other; query points attend to the context only, so
+the per-layer keys and values of the context are computed once (`encode`) and every query costs
+O(n) per layer (`query`). No positional encodings: the output is invariant to the order of the
+context. Everything runs on whitened points (see whitening.py).
+
+Differences from the report, each to learn faster on small compute:
+- The output starts from the Gaussian fit of the whitened context (log p = log N(y; 0, I),
+  score = -y) and the heads, zero-initialized, learn the residual.
+- Every token also carries Gaussian-KDE features at a few multiples of Scott's bandwidth (one softmax
+  attention head with squared-norm features is exactly a KDE, report section 3), and the score head
+  has gated skips to those KDE scores, so the network can blend bandwidths per query from step one.
+  Context tokens use leave-one-out KDE features so they look like query tokens.
+- Context self-attention uses at most `context_keys` context points as keys (a fixed random subset);
+  every context point still feeds the queries' cross-attention. Below that size this is exactly full
+  self-attention; above it the encoder is O(n * context_keys) instead of O(n^2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .kde import isotropic_kde, scott_factor
+
+__all__ = ["DiScoFormer", "ContextCache"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_ATTN_CHUNK_ELEMENTS = 1 << 24  # query x key scores per attention call
+_SUBSET_SEED = 20251107  # fixed seed of the context-key subset: same data, same estimate
+
+
+class ContextCache(NamedTuple):
+    """What `encode` keeps of a context: whitened points and each layer's keys and values."""
+
+    points: Tensor  # (B, n, d) whitened context
+    keys: tuple[Tensor, ...]  # per layer (B, H, n, hd)
+    values: tuple[Tensor, ...]  # per layer (B, H, n, hd)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Softmax attention chunked over queries so memory stays bounded for large n and m."""
+    b, h, m, _ = q.shape
+    chunk = max(1, _ATTN_CHUNK_ELEMENTS // max(1, b * h * k.shape[2]))
+    if m <= chunk:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
+                      for i in range(0, m, chunk)], dim=2)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block whose attention takes its keys and values from the context."""
+
+    def __init__(self, c: ModelConfig) -> None:
+        super().__init__()
+        self.heads = c.heads
+        self.norm1 = nn.LayerNorm(c.width)
+        self.qkv = nn.Linear(c.width, 3 * c.width)
+        self.proj = nn.Linear(c.width, c.width)
+        self.norm2 = nn.LayerNorm(c.width)
+        self.mlp = nn.Sequential(nn.Linear(c.width, c.mlp_ratio * c.width), nn.GELU(),
+                                 nn.Linear(c.mlp_ratio * c.width, c.width))
+
+    def _heads(self, t: Tensor) -> Tensor:
+        b, length, w = t.shape
+        return t.reshape(b, length, self.heads, w // self.heads).transpose(1, 2)  # (B, H, L, hd)
+
+    def _finish(self, h: Tensor, attn: Tensor) -> Tensor:
+        b, _, length, _ = attn.shape
+        h = h + self.proj(attn.transpose(1, 2).reshape(b, length, -1))
+        return h + self.mlp(self.norm2(h))
+
+    def context(self, h: Tensor, key_index: Tensor | None, update: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """Context tokens (B, n, w): self-attention over the key subset; returns new h, keys, values."""
+        q, k, v = (self._heads(t) for t in self.qkv(self.norm1(h)).chunk(3, dim=-1))
+        if not update:
+            return h, k, v
+        ks, vs = (k, v) if key_index is None else (k[:, :, key_index], v[:, :, key_index])
+        return self._finish(h, _attend(q, ks, vs)), k, v
+
+    def query(self, h: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Query tokens (B, m, w) attend to the context's keys and values."""
+        w = h.shape[-1]
+        q = self._heads(F.linear(self.norm1(h), self.qkv.weight[:w], self.qkv.bias[:w]))
+        return self._finish(h, _attend(q, k, v))
+
+
+class DiScoFormer(nn.Module):
+    """Network mapping a whitened context (B, n, d) and whitened queries (B, m, d) to whitened
+    log-density (B, m) and score (B, m, d). See the module docstring for the architecture."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        c = self.config = config or ModelConfig()
+        nf = len(c.kde_factors)
+        self.point_embed = nn.Parameter(torch.randn(c.max_dim, c.width) * 0.3)
+        self.kde_embed = nn.Parameter(torch.randn(nf, c.max_dim, c.width) * 0.3)
+        self.scalar_embed = nn.Linear(nf + 1, c.width)
+        self.dim_embed = nn.Embedding(c.max_dim + 1, c.width)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.width)
+        self.score_out = nn.Linear(c.width, c.max_dim)
+        self.gate_out = nn.Linear(c.width, nf)
+        self.logp_out = nn.Sequential(nn.Linear(c.width, c.width), nn.GELU(), nn.Linear(c.width, 1))
+        for layer in (self.score_out, self.gate_out, self.logp_out[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    # -- features ---------------------------------------------------------------------------------
+    def _bandwidths(self, n_centres: int, d: int, like: Tensor) -> Tensor:
+        factors = torch.tensor(self.config.kde_factors, dtype=like.dtype, device=like.device)
+        return factors * scott_factor(max(n_centres, 2), d)  # (F,)
+
+    def _embed(self, y: Tensor, log_kde: Tensor, score_kde: Tensor, bandwidths: Tensor) -> Tensor:
+        """Token embedding from whitened points, KDE log-densities (B, L, F) and scores (B, L, F, d)."""
+        d = y.shape[-1]
+        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI  # (B, L)
+        scalars = torch.cat([((log_kde - gauss[..., None]) / d).clamp(-20, 20),
+                             (y * y).sum(-1, keepdim=True) / d], dim=-1)
+        scaled = score_kde * bandwidths[:, None]  # (B, L, F, d): (kernel mean - y) / h
+        h = y @ self.point_embed[:d] + torch.einsum("blfd,fdw->blw", scaled, self.kde_embed[:, :d])
+        return h + self.scalar_embed(scalars) + self.dim_embed.weight[d]
+
+    # -- context and queries ----------------------------------------------------------------------
+    def encode(self, x: Tensor) -> ContextCache:
+        """Encode a whitened context (B, n, d) once: per-layer keys and values of every point."""
+        b, n, d = x.shape
+        if not 1 <= d <= self.config.max_dim:
+            raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
+        key_index = None
+        if n > self.config.context_keys:
+            gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
+            key_index = torch.randperm(n, generator=gen)[: self.config.context_keys].to(x.device)
+        centres = x if key_index is None else x[:, key_index]
+        idx = torch.arange(n, device=x.device)
+        exclude = (idx[:, None] == (idx if key_index is None else key_index)[None])  # leave one out
+        bw = self._bandwidths(centres.shape[1] - 1, d, x)
+        log_kde, score_kde = isotropic_kde(x, centres, bw.expand(b, -1), exclude=exclude.expand(b, -1, -1))
+        h = self._embed(x, log_kde, score_kde, bw)
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            h, k, v = block.context(h, key_index, update=i < len(self.blocks) - 1)
+            keys.append(k)
+            values.append(v)
+        return ContextCache(x, tuple(keys), tuple(values))
+
+    def query(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d)."""
+        b, n, d = cache.points.shape
+        bw = self._bandwidths(n, d, y)
+        log_kde, score_kde = isotropic_kde(y, cache.points, bw.expand(b, -1))
+        h = self._embed(y, log_kde, score_kde, bw)
+        for block, k, v in zip(self.blocks, cache.keys, cache.values):
+            h = block.query(h, k, v)
+        h = self.norm(h)
+        gates = self.gate_out(h)  # (B, m, F)
+        score = (-y + (gates[..., None] * (score_kde + y[:, :, None])).sum(-2)
+                 + self.score_out(h)[..., :d])
+        log_p = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI + d * self.logp_out(h)[..., 0]
+        return log_p, score
+
+    def forward(self, context: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
+        return self.query(self.encode(context), queries)

@@ -1,0 +1,205 @@
+"""Train DiScoFormer on random Gaussian mixtures (tech report arXiv 2511.05924, section on training).
+
+Reads top to bottom: a config, the task sampler, the loss, the loop, the checkpoint. Each step draws
+fresh mixtures from the report's meta-distribution, a context of n points and queries, and regresses
+the exact whitened log-density and score. Resumable: the checkpoint (safetensors, never pickle) holds
+the model, the AdamW state, the step and the RNG state, and a rerun with the same --out continues.
+
+    python -m disco_plug.train --out runs/main --steps 20000
+    torchrun --nproc_per_node 2 -m disco_plug.train --out runs/ddp   # data parallel (gloo on CPU, NCCL on GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .checkpoint import load_weights, save_weights
+from .config import ModelConfig
+from .gmm import random_gmm
+from .model import DiScoFormer
+from .whitening import fit_whitening
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/main"
+    steps: int = 20000  # total steps; the LR decays linearly to 10% over the last `decay_steps`
+    decay_steps: int = 2000
+    warmup: int = 200
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    context_tokens: int = 4096  # B * n per process and step: B = context_tokens // n
+    n_min: int = 64
+    n_max: int = 1024
+    queries: int = 128
+    logp_weight: float = 0.25
+    tail_weight: float = 0.5  # weight of the queries drawn from an unrelated mixture (the tails)
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 200
+    init: str = ""  # optional weights file to start from
+    model: str = ""  # optional ModelConfig JSON (default: ModelConfig())
+
+
+# -- tasks -------------------------------------------------------------------------------------------
+def sample_dim(g: torch.Generator) -> int:
+    """Half the tasks in d = 1..10, 30% in 11..30, 20% in 31..100: every d is served, small d most."""
+    u = torch.rand((), generator=g).item()
+    lo, hi = (1, 10) if u < 0.5 else (11, 30) if u < 0.8 else (31, 100)
+    return int(torch.randint(lo, hi + 1, (), generator=g))
+
+
+def sample_task(cfg: TrainConfig, max_dim: int, g: torch.Generator) -> dict[str, Tensor | int]:
+    """A batch of mixtures with a context, queries and exact whitened targets."""
+    d = min(sample_dim(g), max_dim)
+    n = int(math.exp(math.log(cfg.n_min) + (math.log(cfg.n_max) - math.log(cfg.n_min)) * torch.rand((), generator=g)))
+    n = max(n, d + 2)
+    b = max(1, cfg.context_tokens // n)
+    gmm = random_gmm(b, d, generator=g, dtype=torch.float64)
+    x = gmm.sample(n, generator=g)  # (B, n, d)
+    m_in, m_noise = cfg.queries // 2, cfg.queries // 4
+    m_tail = cfg.queries - m_in - m_noise
+    same = gmm.sample(m_in + m_noise, generator=g)
+    noise_scale = 0.1 + 0.9 * torch.rand(b, 1, 1, generator=g, dtype=torch.float64)
+    same[:, m_in:] += noise_scale * x.std(1, keepdim=True) * torch.randn(b, m_noise, d, generator=g, dtype=torch.float64)
+    tail = random_gmm(b, d, generator=g, dtype=torch.float64).sample(m_tail, generator=g)
+    y = torch.cat([same, tail], 1)  # (B, m, d)
+    log_p, score = gmm.log_prob_and_score(y)
+    w = fit_whitening(x)
+    inv = torch.linalg.inv(w.matrix)
+    return dict(x=w.apply(x).float(), y=w.apply(y).float(), log_p=(log_p - w.log_det[:, None]).float(),
+                score=(score @ inv.transpose(-1, -2)).float(), tail_from=m_in + m_noise, d=d, n=n)
+
+
+# -- loss --------------------------------------------------------------------------------------------
+def relative_errors(task: dict, log_p: Tensor, score: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-task relative score MSE and relative log-density MSE (over the target's spread), computed
+    separately on in-distribution queries and on tail queries; each (B,)."""
+    t = task["tail_from"]
+    err_s = ((score - task["score"]) ** 2).sum(-1)  # (B, m)
+    norm_s = (task["score"] ** 2).sum(-1)
+    err_l = (log_p - task["log_p"]) ** 2
+    spread = (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3
+    rel = lambda e, s, sl: e[:, sl].sum(-1) / s[:, sl].sum(-1).clamp_min(1e-6)  # noqa: E731
+    inn, tail = slice(0, t), slice(t, None)
+    return rel(err_s, norm_s, inn), rel(err_s, norm_s, tail), rel(err_l, spread, inn), rel(err_l, spread, tail)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Warmup, then constant, then linear decay to 10% (warmup-stable-decay: extendable across sessions)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    decay_from = cfg.steps - cfg.decay_steps
+    if step < decay_from:
+        return cfg.lr
+    return cfg.lr * (1.0 - 0.9 * min(1.0, (step - decay_from) / max(1, cfg.decay_steps)))
+
+
+# -- checkpoint --------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig,
+                    g: torch.Generator, stats: dict) -> None:
+    extra = {"rng": g.get_state()}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            extra[f"optim.{i}.{k}"] = torch.as_tensor(v)
+    meta = {"step": str(step), "train_config": json.dumps(asdict(cfg)), "stats": json.dumps(stats)}
+    save_weights(path, net, extra_tensors=extra, metadata=meta)
+
+
+def load_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer,
+                    g: torch.Generator) -> tuple[int, dict]:
+    loaded, extra, meta = load_weights(path)
+    net.load_state_dict(loaded.state_dict())
+    state = opt.state_dict()
+    for key, v in extra.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state["state"].setdefault(int(i), {})[name] = v
+    opt.load_state_dict(state)
+    g.set_state(extra["rng"])
+    return int(meta["step"]), json.loads(meta.get("stats", "{}"))
+
+
+# -- loop --------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> Path:
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    rank, world = 0, 1
+    device = torch.device("cpu")
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if backend == "nccl":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    out = Path(cfg.out)
+    ckpt = out / "checkpoint.safetensors"
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    net = DiScoFormer(ModelConfig.from_json(cfg.model) if cfg.model else ModelConfig())
+    if cfg.init:
+        net.load_state_dict(load_weights(cfg.init)[0].state_dict())
+    net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    step, cost = load_checkpoint(ckpt, net, opt, g) if ckpt.exists() else (0, {})
+    # Training cost, cumulative over resumed runs: tokens are context + query points seen by all ranks.
+    cost = {"tokens_seen": cost.get("tokens_seen", 0), "train_hours": cost.get("train_hours", 0.0),
+            "hardware": f"{world} x {'GPU ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU process'}"}
+    if step and rank == 0:
+        print(json.dumps({"resumed_from": step, **cost}), flush=True)
+    model = torch.nn.parallel.DistributedDataParallel(net) if distributed else net
+    t0, window, last_save = time.time(), [], time.time()
+    while step < cfg.steps:
+        task = sample_task(cfg, net.config.max_dim, g)
+        task = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in task.items()}
+        log_p, score = model(task["x"], task["y"])
+        s_in, s_tail, l_in, l_tail = relative_errors(task, log_p, score)
+        loss = (s_in + cfg.tail_weight * s_tail + cfg.logp_weight * (l_in + cfg.tail_weight * l_tail)).mean()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        cost["tokens_seen"] += (task["x"].numel() + task["y"].numel()) // task["d"] * world
+        window.append([loss.item(), s_in.mean().item(), s_tail.mean().item(), l_in.mean().item()])
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            avg = torch.tensor(window).mean(0).tolist()
+            stats = {"step": step, "loss": round(avg[0], 4), "score_rel_in": round(avg[1], 4),
+                     "score_rel_tail": round(avg[2], 4), "logp_rel_in": round(avg[3], 4),
+                     "lr": lr_at(cfg, step), "steps_per_s": round(len(window) / (time.time() - t0), 3)}
+            print(json.dumps(stats), flush=True)
+            t0, window = time.time(), []
+        if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            cost["train_hours"] = round(cost["train_hours"] + (time.time() - last_save) / 3600, 4)
+            last_save = time.time()
+            save_checkpoint(ckpt, net, opt, step, cfg, g, cost)
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return ckpt
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in fields(TrainConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    return TrainConfig(**vars(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    train(parse_args())

@@ -1,0 +1,51 @@
+"""Affine whitening of a context set (DiScoFormer report, arXiv 2511.05924, "affine equivariance").
+
+Center on the context mean and multiply by A = (Cov + eps I)^(-1/2); the network runs on whitened
+points, then log p = log p_w + log|det A| and score = score_w A (A is symmetric). Translation and
+scaling of the data become exact symmetries; eps is relative to the covariance scale so that scaling
+stays exact.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["Whitening", "fit_whitening"]
+
+# Smallest eigenvalue relative to the largest below which the samples are called degenerate.
+_DEGENERATE_RATIO = 1e-10
+
+
+class Whitening(NamedTuple):
+    mean: Tensor  # (B, d)
+    matrix: Tensor  # (B, d, d) symmetric A
+    log_det: Tensor  # (B,) log|det A|
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Whiten points (B, m, d)."""
+        return (x - self.mean[:, None]) @ self.matrix
+
+    def score_back(self, score_w: Tensor) -> Tensor:
+        """Map a whitened-space score (B, m, d) back to data space: s = s_w A^T."""
+        return score_w @ self.matrix.transpose(-1, -2)
+
+
+def fit_whitening(x: Tensor, eps: float = 1e-6) -> Whitening:
+    """Whitening of contexts x (B, n, d), computed in float64 and returned in float64."""
+    x64 = x.to(torch.float64)
+    b, n, d = x64.shape
+    mean = x64.mean(1)
+    xc = x64 - mean[:, None]
+    cov = xc.transpose(-1, -2) @ xc / n  # (B, d, d)
+    evals, evecs = torch.linalg.eigh(cov)
+    top = evals[:, -1:].clamp_min(torch.finfo(torch.float64).tiny)
+    if not bool((evals[:, :1] > _DEGENERATE_RATIO * top).all()):
+        raise ValueError(
+            "the samples are degenerate: their covariance is singular (a constant column, duplicated "
+            "points, or points on a lower-dimensional subspace), so they cannot be whitened")
+    evals = evals + eps * evals.mean(-1, keepdim=True)
+    matrix = (evecs * evals.rsqrt()[:, None]) @ evecs.transpose(-1, -2)
+    return Whitening(mean, matrix, -0.5 * torch.log(evals).sum(-1))
