@@ -1,0 +1,34 @@
+"""Adapters that plug a fitted DiScoFormer estimator (or any density with ``log_density_and_score`` /
+any ``score_fn(x, sigma)``) into Pyro, BlackJAX and diffusers.
+
+Each adapter lives in its own module and imports its framework only when that module is imported, so
+``import disco_plug`` needs only torch and numpy:
+
+- ``disco_plug.integrations.pyro``: ``potential_fn`` (HMC/NUTS), ``EstimatedDistribution`` (``pyro.sample``
+  prior or likelihood factor), ``LangevinKernel`` (ULA/MALA).
+- ``disco_plug.integrations.blackjax``: ``logdensity_fn`` (MALA/HMC/NUTS, window adaptation),
+  ``grad_estimator`` (SGLD/SGHMC).
+- ``disco_plug.integrations.diffusers``: ``SchedulerHook`` (a UNet stand-in), ``TabularPipeline``.
+
+The names below are also reachable here, imported on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Density": "_density", "MixtureDensity": "_density",
+    "potential_fn": "pyro", "EstimatedDistribution": "pyro", "LangevinKernel": "pyro",
+    "logdensity_fn": "blackjax", "grad_estimator": "blackjax",
+    "SchedulerHook": "diffusers", "TabularPipeline": "diffusers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
