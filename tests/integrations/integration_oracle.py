@@ -1,0 +1,72 @@
+"""Oracle of the integration tests: an exact 2-D Gaussian mixture behind the `Density` protocol, its
+exact moments, and moment checks whose tolerance comes from the effective sample size.
+
+Pass criterion for a sampler: every coordinate's mean within 4 standard errors of the exact mean and
+every covariance entry within 4 standard errors of the exact covariance, a standard error being the
+standard deviation of the summand ((x_i) or (x_i - mu_i)(x_j - mu_j)) over sqrt(ESS of that summand),
+with the ESS estimated by the framework's own estimator (i.i.d. draws: ESS = number of draws).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from disco_plug.gmm import GaussianMixture
+from disco_plug.integrations._density import MixtureDensity
+
+TARGET = GaussianMixture.from_components(
+    [0.4, 0.6],
+    torch.tensor([[-0.6, 0.4], [0.7, -0.3]], dtype=torch.float64),
+    torch.tensor([[0.5, 0.6], [0.4, 0.3]], dtype=torch.float64))
+DENSITY = MixtureDensity(TARGET)
+
+
+def exact_moments(gmm: GaussianMixture = TARGET) -> tuple[Tensor, Tensor]:
+    """Mean (d,) and covariance (d, d) of a single mixture, in closed form."""
+    w = gmm.log_weights.exp()[0].to(torch.float64)
+    means, var, rot = (t[0].to(torch.float64) for t in (gmm.means, gmm.variances, gmm.rotation))
+    mean = w @ means
+    comp_cov = rot @ torch.diag_embed(var) @ rot.T  # (K, d, d)
+    second = (w[:, None, None] * (comp_cov + means[:, :, None] * means[:, None, :])).sum(0)
+    return mean, second - mean[:, None] * mean[None, :]
+
+
+def summands(draws: Tensor, mean: Tensor) -> Tensor:
+    """(chains, n, d + d*d): x_i and (x_i - mu_i)(x_j - mu_j) for every draw."""
+    c = draws - mean
+    return torch.cat([draws, (c[..., :, None] * c[..., None, :]).flatten(-2)], -1)
+
+
+def assert_moments(draws: Tensor, ess_fn: Callable[[Tensor], Tensor], gmm: GaussianMixture = TARGET,
+                   z: float = 4.0, slack: float = 0.0) -> Tensor:
+    """Check draws (chains, n, d) against the exact moments of gmm; return the z-scores.
+
+    ess_fn maps summands (chains, n, k) to their ESS (k,). ``slack`` (in units of the target's
+    standard deviations, resp. sd_i sd_j) widens the tolerance for an approximate score and is stated
+    by the caller."""
+    draws = torch.as_tensor(draws, dtype=torch.float64)
+    mean, cov = exact_moments(gmm)
+    d = mean.shape[0]
+    s = summands(draws, mean)
+    ess = torch.as_tensor(ess_fn(s), dtype=torch.float64).clamp_min(1.0)
+    estimate = s.mean((0, 1))
+    exact = torch.cat([mean, cov.flatten()])
+    se = s.flatten(0, 1).std(0) / ess.sqrt()
+    sd = cov.diagonal().sqrt()
+    scale = torch.cat([sd, (sd[:, None] * sd[None, :]).flatten()])
+    err = (estimate - exact).abs()
+    tol = z * se + slack * scale
+    names = [f"mean[{i}]" for i in range(d)] + [f"cov[{i},{j}]" for i in range(d) for j in range(d)]
+    bad = [f"{n}: {e:.3f} vs exact {x:.3f} (tol {t:.3f}, ESS {k:.0f})"
+           for n, e, x, t, k, ok in zip(names, estimate.tolist(), exact.tolist(), tol.tolist(), ess.tolist(),
+                                        (err <= tol).tolist()) if not ok]
+    assert not bad, "moments off: " + "; ".join(bad)
+    return (estimate - exact) / se
+
+
+def iid_ess(s: Tensor) -> Tensor:
+    """ESS of independent draws: their number."""
+    return torch.full((s.shape[-1],), float(s.shape[0] * s.shape[1]))

@@ -1,0 +1,187 @@
+"""Pyro adapters: NUTS/HMC potential, `pyro.sample` distribution, ULA/MALA kernel, pickling.
+
+Analytic targets: the exact mixture of integration_oracle.py, and the conjugate posterior of that
+mixture as a prior with a Gaussian likelihood (again a mixture, in closed form)."""
+
+import doctest
+import pickle
+
+import pytest
+import torch
+
+pyro = pytest.importorskip("pyro")
+from integration_oracle import DENSITY, TARGET, assert_moments  # noqa: E402
+from pyro.infer import MCMC, NUTS  # noqa: E402
+from pyro.ops.stats import effective_sample_size  # noqa: E402
+
+import disco_plug.integrations.pyro as pyro_adapters  # noqa: E402
+from disco_plug.gmm import GaussianMixture  # noqa: E402
+from disco_plug.integrations.pyro import (EstimatedDistribution, LangevinKernel, log_density,  # noqa: E402
+                                          potential_fn)
+
+X0 = {"x": torch.zeros(2, dtype=torch.float64)}
+
+
+def pyro_ess(s):
+    return effective_sample_size(s, chain_dim=0, sample_dim=1)
+
+
+def run(kernel, num_samples, warmup_steps, seed=0, **kwargs):
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=True, **kwargs)
+    mcmc.run()
+    return mcmc
+
+
+class SkewedHeads:
+    """A density whose score head is NOT the gradient of its log-density head (constant 0)."""
+
+    dim = 2
+
+    def log_density_and_score(self, y):
+        return torch.zeros(y.shape[0], dtype=y.dtype), torch.tensor([1.0, -2.0], dtype=y.dtype).expand_as(y)
+
+
+def test_docstring_examples():
+    assert doctest.testmod(pyro_adapters).failed == 0
+
+
+def test_gradient_is_the_score_head():
+    y = torch.zeros(3, 2, requires_grad=True)
+    log_density(SkewedHeads(), y).sum().backward()
+    assert torch.equal(y.grad, torch.tensor([[1.0, -2.0]] * 3))
+    y = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(log_density(DENSITY, y).sum(), y)
+    torch.testing.assert_close(g, TARGET.score(y.detach()))
+
+
+@pytest.mark.parametrize("bad, message", [(torch.zeros(3), "last dimension"),
+                                          (torch.tensor([0.0, float("nan")]), "NaN"),
+                                          (torch.zeros(2, dtype=torch.int64), "floating point")])
+def test_bad_points_are_named(bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        potential_fn(DENSITY)({"x": bad})
+
+
+def test_potential_needs_its_site():
+    with pytest.raises(KeyError, match="'theta'"):
+        potential_fn(DENSITY, site="theta")({"x": torch.zeros(2)})
+
+
+def test_nuts_on_potential_recovers_the_mixture():
+    mcmc = run(NUTS(potential_fn=potential_fn(DENSITY)), 400, 150, initial_params=X0)
+    assert_moments(mcmc.get_samples(group_by_chain=True)["x"], pyro_ess)
+
+
+def posterior_of_prior_times_gaussian(obs, noise_var):
+    """Exact posterior of x ~ TARGET (diagonal components), obs ~ N(x, noise_var I)."""
+    w, m, v = TARGET.log_weights.exp()[0], TARGET.means[0], TARGET.variances[0]
+    post_v = 1 / (1 / v + 1 / noise_var)
+    post_m = post_v * (m / v + obs / noise_var)
+    evidence = torch.distributions.Normal(m, (v + noise_var).sqrt()).log_prob(obs).sum(-1)
+    return GaussianMixture.from_components(torch.softmax(w.log() + evidence, 0), post_m, post_v)
+
+
+def test_distribution_as_prior_in_a_model_under_nuts():
+    obs, noise_var = torch.tensor([0.5, 0.4], dtype=torch.float64), 0.5
+    prior = EstimatedDistribution(DENSITY)  # sample() falls back to exact mixture draws
+
+    def model():
+        x = pyro.sample("x", prior)
+        pyro.sample("obs", pyro.distributions.Normal(x, noise_var**0.5).to_event(1), obs=obs)
+
+    mcmc = run(NUTS(model), 400, 150)
+    assert_moments(mcmc.get_samples(group_by_chain=True)["x"], pyro_ess,
+                   gmm=posterior_of_prior_times_gaussian(obs, noise_var))
+
+
+def test_distribution_as_likelihood_factor_contributes_log_prob_and_score():
+    def model(value):
+        x = pyro.sample("x", pyro.distributions.Normal(torch.zeros(2, dtype=torch.float64), 1.0).to_event(1))
+        pyro.sample("factor", EstimatedDistribution(DENSITY), obs=x + value)
+
+    value = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    x = torch.tensor([0.1, 0.2], dtype=torch.float64, requires_grad=True)
+    trace = pyro.poutine.trace(pyro.poutine.condition(model, {"x": x})).get_trace(value)
+    log_joint = trace.log_prob_sum()
+    (grad,) = torch.autograd.grad(log_joint, x)
+    exact_lp, exact_score = TARGET.log_prob_and_score(x.detach() + value)
+    torch.testing.assert_close(log_joint, exact_lp - 0.5 * (x.detach() ** 2).sum() - torch.log(
+        torch.tensor(2 * torch.pi, dtype=torch.float64)))
+    torch.testing.assert_close(grad, exact_score - x.detach())
+
+
+def test_sample_resamples_and_follows_shapes():
+    pool = torch.arange(10.0).reshape(5, 2)
+    dist = EstimatedDistribution(DENSITY, samples=pool)
+    draws = dist.sample((7, 3))
+    assert draws.shape == (7, 3, 2)
+    assert all(any(torch.equal(row, p) for p in pool) for row in draws.reshape(-1, 2))
+    assert dist.expand((4,)).sample().shape == (4, 2)
+    assert dist.log_prob(torch.zeros(4, 2)).shape == (4,)
+    with pyro.plate("data", 6):
+        assert pyro.sample("z", dist).shape == (6, 2)
+
+
+def test_sample_without_a_source_is_an_error():
+    with pytest.raises(NotImplementedError, match="cannot be sampled"):
+        EstimatedDistribution(SkewedHeads()).sample()
+    with pytest.raises(ValueError, match=r"samples must be \(n, d = 2\)"):
+        EstimatedDistribution(DENSITY, samples=torch.zeros(4, 3))
+
+
+def test_mala_kernel_on_a_model_recovers_the_mixture():
+    def model():
+        pyro.sample("x", EstimatedDistribution(DENSITY))
+
+    kernel = LangevinKernel(model, step_size=0.3)
+    mcmc = run(kernel, 2000, 300)
+    rate = mcmc.diagnostics()["acceptance rate"]["chain 0"]
+    assert 0.45 < rate < 0.7, f"step-size adaptation missed the 0.574 target: {rate}"
+    assert_moments(mcmc.get_samples(group_by_chain=True)["x"], pyro_ess)
+
+
+def test_ula_kernel_on_a_potential_recovers_the_mixture():
+    # ULA's bias at step 0.1 is a few percent of the variances, below the ESS tolerance (~40%).
+    kernel = LangevinKernel(potential_fn=potential_fn(DENSITY), step_size=0.1, adjust=False)
+    mcmc = run(kernel, 2000, 100, initial_params=X0)
+    assert mcmc.diagnostics()["acceptance rate"]["chain 0"] == 1.0
+    assert_moments(mcmc.get_samples(group_by_chain=True)["x"], pyro_ess)
+
+
+def test_ula_follows_the_score_head():
+    # The log-density head is flat, the score head is (1, -2): ULA must drift by steps * eps * score.
+    steps, eps = 2000, 0.01
+    kernel = LangevinKernel(potential_fn=potential_fn(SkewedHeads()), step_size=eps, adjust=False)
+    end = run(kernel, steps, 0, initial_params={"x": torch.zeros(2)}).get_samples()["x"][-1]
+    drift, noise_sd = steps * eps * torch.tensor([1.0, -2.0]), (2 * eps * steps) ** 0.5
+    assert bool(((end - drift).abs() < 4 * noise_sd).all()), (end, drift)
+
+
+def test_kernel_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="exactly one"):
+        LangevinKernel()
+    with pytest.raises(ValueError, match="step_size"):
+        LangevinKernel(potential_fn=potential_fn(DENSITY), step_size=0.0)
+
+
+def test_adapters_pickle():
+    y = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    pot = pickle.loads(pickle.dumps(potential_fn(DENSITY)))
+    torch.testing.assert_close(pot({"x": y}), -TARGET.log_prob(y).sum())
+    dist = pickle.loads(pickle.dumps(EstimatedDistribution(DENSITY)))
+    torch.testing.assert_close(dist.log_prob(y), TARGET.log_prob(y))
+    kernel = pickle.loads(pickle.dumps(LangevinKernel(potential_fn=pot, step_size=0.2)))
+    assert kernel.step_size == 0.2
+
+
+# With 2 CPUs Pyro runs the chains one after the other and says so (a UserWarning of Pyro's, not
+# ours); with more CPUs the spawn context pickles the potential into worker processes.
+@pytest.mark.filterwarnings("ignore:num_chains=2 is more than available_cpu:UserWarning")
+def test_two_chains():
+    init = {"x": torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)}
+    mcmc = run(NUTS(potential_fn=potential_fn(DENSITY)), 200, 100, num_chains=2, initial_params=init,
+               mp_context="spawn")
+    draws = mcmc.get_samples(group_by_chain=True)["x"]
+    assert draws.shape == (2, 200, 2)
+    assert_moments(draws, pyro_ess)
