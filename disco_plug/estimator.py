@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .checkpoint import default_weights_path, load_weights
 from .config import ModelConfig
@@ -183,6 +184,15 @@ class FittedEstimator:
         optimizer = torch.optim.Adam(network.parameters(), lr=lr)
         context = self._whitened_context()
         idx = torch.randperm(self.n, generator=generator)[:max_queries].to(self.device)
+        # The consistency loss differentiates a gradient: the math attention kernel supports that.
+        with sdpa_kernel(SDPBackend.MATH):
+            self._adapt_steps(network, optimizer, context, idx, steps)
+        adapted = Estimator(network, metadata={**self.estimator.metadata, "adapted_steps": str(steps)})
+        return FittedEstimator(adapted, self.samples, self._spec)
+
+    @staticmethod
+    def _adapt_steps(network: DiScoFormer, optimizer: torch.optim.Optimizer, context: Tensor, idx: Tensor,
+                     steps: int) -> None:
         for _ in range(steps):
             cache = network.encode(context)
             y = context[:, idx].clone().requires_grad_(True)
@@ -192,8 +202,6 @@ class FittedEstimator:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        adapted = Estimator(network, metadata={**self.estimator.metadata, "adapted_steps": str(steps)})
-        return FittedEstimator(adapted, self.samples, self._spec)
 
     # -- noise-conditional score and sampling (disco_plug.noised, disco_plug.samplers) -------------------
     @property

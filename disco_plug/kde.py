@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["isotropic_kde", "scott_factor", "silverman_factor", "GaussianKDE"]
+__all__ = ["isotropic_kde", "scott_factor", "silverman_factor", "GaussianKDE", "kde_at_factors"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _CHUNK_ELEMENTS = 1 << 23  # query x context pairs evaluated at once
@@ -143,3 +143,12 @@ class GaussianKDE:
         cov = torch.linalg.inv(base._whiten @ base._whiten)  # data covariance
         shifted = data.to(torch.float64) + 0.5 * base.factor**2 * data_score.to(torch.float64) @ cov
         return cls(shifted.to(data.dtype), base.factor)
+
+
+def kde_at_factors(data: Tensor, queries: Tensor, factors: Tensor) -> tuple[Tensor, Tensor]:
+    """scipy-style Gaussian KDE of `data` (n, d) at `queries` (m, d) for F bandwidth factors at once:
+    log p (m, F) and score (m, F, d), sharing one distance matrix (used for best-on-grid bandwidths)."""
+    base = GaussianKDE(data, 1.0)
+    y = ((queries.to(torch.float64) - base._mean) @ base._whiten)[None]
+    log_p, score_w = isotropic_kde(y, base._context, factors.to(torch.float64)[None])
+    return log_p[0] + base._log_det, score_w[0] @ base._whiten

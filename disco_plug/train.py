@@ -106,6 +106,21 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (1.0 - 0.9 * min(1.0, (step - decay_from) / max(1, cfg.decay_steps)))
 
 
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, task: dict, cfg: TrainConfig,
+               lr: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One AdamW step with gradient clipping; returns the loss and its parts (detached)."""
+    log_p, score = model(task["x"], task["y"])
+    s_in, s_tail, l_in, l_tail = relative_errors(task, log_p, score)
+    loss = (s_in + cfg.tail_weight * s_tail + cfg.logp_weight * (l_in + cfg.tail_weight * l_tail)).mean()
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.detach(), s_in.detach(), s_tail.detach(), l_in.detach()
+
+
 # -- checkpoint --------------------------------------------------------------------------------------
 def save_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig,
                     g: torch.Generator, stats: dict) -> None:
@@ -165,15 +180,7 @@ def train(cfg: TrainConfig) -> Path:
     while step < cfg.steps:
         task = sample_task(cfg, net.config.max_dim, g)
         task = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in task.items()}
-        log_p, score = model(task["x"], task["y"])
-        s_in, s_tail, l_in, l_tail = relative_errors(task, log_p, score)
-        loss = (s_in + cfg.tail_weight * s_tail + cfg.logp_weight * (l_in + cfg.tail_weight * l_tail)).mean()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
+        loss, s_in, s_tail, l_in = train_step(model, opt, task, cfg, lr_at(cfg, step))
         step += 1
         cost["tokens_seen"] += (task["x"].numel() + task["y"].numel()) // task["d"] * world
         window.append([loss.item(), s_in.mean().item(), s_tail.mean().item(), l_in.mean().item()])
