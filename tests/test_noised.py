@@ -1,0 +1,112 @@
+"""NoisedScore and FittedEstimator.sample, on a freshly initialized DiScoFormer.
+
+A fresh network has zero-initialized heads, so its estimate is exactly the Gaussian fit of its context
+(log N and score -y in whitened space). That gives a closed-form oracle for the whole pipeline: the
+estimate at noise level sigma is the Gaussian fit of X + sigma E, and samplers driven by it must
+reproduce the mean and covariance of X.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from disco_plug.config import ModelConfig
+from disco_plug.estimator import Estimator
+from disco_plug.model import DiScoFormer
+from disco_plug.noised import SAMPLING_METHODS, NoisedScore
+from disco_plug.samplers import get_sigmas_karras, sample_probability_flow
+
+
+@pytest.fixture(scope="module")
+def fresh_estimator():
+    torch.manual_seed(0)
+    return Estimator(DiScoFormer(ModelConfig(max_dim=4, width=32, depth=2, heads=4, context_keys=128)))
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(1)
+    a = torch.tensor([[1.0, 0.0], [0.8, 0.5]], dtype=torch.float64)
+    return torch.randn(200, 2, generator=g, dtype=torch.float64) @ a + torch.tensor([3.0, -1.0], dtype=torch.float64)
+
+
+def gaussian_fit_score(x, context):
+    mean, cov = context.mean(0), torch.cov(context.T, correction=0)
+    return -(x - mean) @ torch.linalg.inv(cov + 1e-6 * torch.trace(cov) / 2 * torch.eye(2, dtype=cov.dtype))
+
+
+def test_score_at_sigma_is_the_estimate_from_the_noised_context(fresh_estimator, data):
+    noised = NoisedScore(fresh_estimator.fit(data), generator=torch.Generator().manual_seed(5))
+    x = torch.randn(3, 4, 2, dtype=torch.float64)
+    s = noised.score_fn(x, 0.7)
+    assert s.shape == (3, 4, 2) and s.dtype == torch.float64
+    direct = fresh_estimator.fit(data + 0.7 * noised.noise).score(x.reshape(-1, 2)).reshape(3, 4, 2)
+    assert torch.allclose(s, direct)
+    assert torch.allclose(s, gaussian_fit_score(x, data + 0.7 * noised.noise), atol=1e-4)
+    log_p, score = noised.log_density_and_score_fn(x.float(), 0.0)
+    assert log_p.shape == (3, 4) and score.dtype == torch.float32
+
+
+def test_fixed_noise_draw_makes_results_repeat(fresh_estimator, data):
+    fitted = fresh_estimator.fit(data)
+    a = NoisedScore(fitted, generator=torch.Generator().manual_seed(3)).score_fn(data[:5], 1.0)
+    b = NoisedScore(fitted, generator=torch.Generator().manual_seed(3)).score_fn(data[:5], 1.0)
+    c = NoisedScore(fitted, generator=torch.Generator().manual_seed(4)).score_fn(data[:5], 1.0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_a_sampling_run_encodes_each_noise_level_once(fresh_estimator, data):
+    noised = NoisedScore(fresh_estimator.fit(data), cache_size=2)
+    sigmas = get_sigmas_karras(12, 0.05, 20.0)  # Heun visits every level twice, in order
+    sample_probability_flow(noised.score_fn, 20 * torch.randn(64, 2, dtype=torch.float64), sigmas)
+    assert noised.encodes == 12 and len(noised._levels) == 2  # LRU kept only the last two levels
+
+
+def test_bad_sigma_and_points_raise(fresh_estimator, data):
+    noised = NoisedScore(fresh_estimator.fit(data))
+    with pytest.raises(ValueError, match="sigma must be a finite noise level"):
+        noised.score_fn(data[:2], -1.0)
+    with pytest.raises(ValueError, match="scalar noise level"):
+        noised.score_fn(data[:2], torch.ones(2))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\)"):
+        noised.score_fn(torch.zeros(3, 3), 0.5)
+    with pytest.raises(ValueError, match="cache_size"):
+        NoisedScore(noised.fitted, cache_size=0)
+
+
+M = 400
+STEPS = {"ode": 20, "pc": 40, "ve_sde": 80, "vp_sde": 80, "annealed_langevin": 200, "langevin": 100, "mala": 100}
+
+
+def test_noise_draw_gives_the_noised_context_exact_moments(fresh_estimator, data):
+    noised = NoisedScore(fresh_estimator.fit(data))
+    noisy = data + 30.0 * noised.noise
+    assert torch.allclose(noisy.mean(0), data.mean(0))
+    cov = torch.cov(data.T, correction=0) + 900 * torch.eye(2, dtype=torch.float64)
+    assert torch.allclose(torch.cov(noisy.T, correction=0), cov)
+
+
+@pytest.mark.parametrize("method", SAMPLING_METHODS)
+def test_every_method_reproduces_the_estimated_gaussian(fresh_estimator, data, method):
+    """Mean and covariance of M draws match the data's Gaussian fit within 5 standard errors."""
+    fitted = fresh_estimator.fit(data)
+    x = fitted.sample(M, method=method, steps=STEPS[method], generator=torch.Generator().manual_seed(7))
+    assert isinstance(x, torch.Tensor) and x.shape == (M, 2) and x.dtype == torch.float64
+    mean, cov = data.mean(0), torch.cov(data.T)
+    se_mean = (torch.diagonal(cov) / M).sqrt()
+    assert bool(((x.mean(0) - mean).abs() < 5 * se_mean).all()), (x.mean(0), mean)
+    se_cov = ((cov**2 + torch.outer(torch.diagonal(cov), torch.diagonal(cov))) / M).sqrt()
+    assert bool(((torch.cov(x.T) - cov).abs() < 5 * se_cov).all()), (torch.cov(x.T), cov)
+
+
+def test_sample_returns_numpy_for_numpy_samples_and_checks_arguments(fresh_estimator, data):
+    fitted = fresh_estimator.fit(data.numpy().astype(np.float32))
+    out = fitted.sample(5, method="ode", steps=5)
+    assert isinstance(out, np.ndarray) and out.shape == (5, 2) and out.dtype == np.float32
+    assert fitted.score_fn(torch.zeros(2, 2), 0.3).shape == (2, 2)
+    with pytest.raises(ValueError, match="unknown sampling method 'euler'"):
+        fitted.sample(5, method="euler")
+    with pytest.raises(ValueError, match="num must be a positive integer"):
+        fitted.sample(0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fitted.sample(5, method="ode", steps=3, corrector_steps=1)
