@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def speed(est, chains: int, n: int, repeats: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer points and steps (smoke run)")
+    parser.add_argument("--only", choices=("speed", "quality"), default=None, help="run one part")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     training = subprocess.run(["pgrep", "-f", "disco_plug.train"], capture_output=True, text=True).stdout.split()
@@ -147,19 +149,19 @@ def main(argv: list[str] | None = None) -> None:
     num = 512 if args.quick else 2048
     steps = ({"ode": 20, "pc": 30} if args.quick else
              {"ode": 40, "pc": 100, "ve_sde": 200, "vp_sde": 200, "annealed_langevin": 500})
-    speed_rows = speed(est, 1024, 2048, 3 if args.quick else 7)
-    quality_rows = quality(est, num, steps)
+    speed_rows = [] if args.only == "quality" else speed(est, 1024, 2048, 3 if args.quick else 7)
+    quality_rows = [] if args.only == "speed" else quality(est, num, steps)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     meta = {"command": " ".join(["python", "benchmarks/samplers.py", *(argv if argv is not None else sys.argv[1:])]),
             "commit": commit, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.processor() or platform.machine(), "training_running": bool(training),
-            "weights": est.metadata.get("step", "?"), "chains_quality": num}
+            "weights": est.metadata.get("step", "?"), "chains_quality": num, "cpus": os.cpu_count()}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "samplers.json").write_text(json.dumps({"meta": meta, "speed": speed_rows, "quality": quality_rows},
                                                   indent=2))
     lines = ["# Samplers: quality and speed", "",
              f"Command: `{meta['command']}` at commit `{commit}`; torch {meta['torch']}, "
-             f"{meta['threads']} threads; bundled weights step {meta['weights']}.",
+             f"{meta['threads']} threads of {meta['cpus']} CPUs ({meta['machine']}); bundled weights step {meta['weights']}.",
              f"Background training run active during the measurement: {'yes' if training else 'no'}"
              + (" (it competes for the 2 cores; timings are pessimistic)." if training else "."), "",
              "## Quality (2-D 3-component GMM, context n = 2048)", "",
