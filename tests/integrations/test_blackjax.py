@@ -10,7 +10,7 @@ import torch
 jax = pytest.importorskip("jax")
 blackjax = pytest.importorskip("blackjax")
 import jax.numpy as jnp  # noqa: E402
-from integration_oracle import DENSITY, TARGET, assert_moments  # noqa: E402
+from integration_oracle import DENSITY, ESTIMATOR_SLACK, TARGET, assert_moments  # noqa: E402
 
 import disco_plug.integrations.blackjax as bj_adapters  # noqa: E402
 from disco_plug.integrations.blackjax import grad_estimator, logdensity_fn, score_fn  # noqa: E402
@@ -152,3 +152,9 @@ def test_grad_estimator_adds_the_rescaled_likelihood():
     assert jax.jit(sghmc.step)(jax.random.key(0), sghmc.init(position), data, 1e-3).shape == (2,)
     with pytest.raises(ValueError, match="together"):
         grad_estimator(DENSITY, loglik)
+
+
+def test_mala_on_the_bundled_estimator(fitted):
+    kernel = blackjax.mala(logdensity_fn(fitted), step_size=0.3)
+    states = jax.vmap(kernel.init)(starts(jax.random.key(8)))
+    assert_moments(run_chains(kernel, states, 250, jax.random.key(9)), bj_ess, slack=ESTIMATOR_SLACK)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 pyro = pytest.importorskip("pyro")
-from integration_oracle import DENSITY, TARGET, assert_moments  # noqa: E402
+from integration_oracle import DENSITY, ESTIMATOR_SLACK, TARGET, assert_moments  # noqa: E402
 from pyro.infer import MCMC, NUTS  # noqa: E402
 from pyro.ops.stats import effective_sample_size  # noqa: E402
 
@@ -185,3 +185,16 @@ def test_two_chains():
     draws = mcmc.get_samples(group_by_chain=True)["x"]
     assert draws.shape == (2, 200, 2)
     assert_moments(draws, pyro_ess)
+
+
+def test_nuts_on_the_bundled_estimator(fitted):
+    mcmc = run(NUTS(potential_fn=potential_fn(fitted)), 150, 80, initial_params={"x": torch.zeros(2)})
+    assert_moments(mcmc.get_samples(group_by_chain=True)["x"], pyro_ess, slack=ESTIMATOR_SLACK)
+
+
+def test_estimator_distribution_resamples_its_context(fitted):
+    prior = EstimatedDistribution(fitted)
+    draws = prior.sample((50,))
+    assert draws.dtype == torch.get_default_dtype()
+    assert bool(torch.isin(draws[:, 0].double(), fitted.samples[:, 0]).all())
+    pickle.loads(pickle.dumps(prior)).log_prob(draws)
