@@ -1,0 +1,153 @@
+"""Fill the README's accuracy and speed tables from benchmark results, so the README never holds a
+hand-typed figure.
+
+    python -m disco_plug.readme            # rewrite the generated blocks of README.md in place
+    python -m disco_plug.readme --check    # exit 1 if README.md is out of date with the results
+
+Each generated block sits between `<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`.
+Sources (benchmarks/results/): accuracy.json (or accuracy_quick.json) from `python -m disco_plug.bench
+accuracy`, and the "Speed"/"time" sections of samplers.md, scale.md and integrations.md when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["accuracy_block", "speed_block", "results_block", "render", "main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+_SPEED_SOURCES = ("samplers", "scale", "integrations")
+_SPEED_HEADING = re.compile(r"speed|time|throughput|latency|memory", re.IGNORECASE)
+_NO_RESULTS = ("_No benchmark results yet: run `make bench` (or `disco-plug bench`), then "
+               "`python -m disco_plug.readme`._")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.2f}" if abs(v) < 1000 else f"{v:.3g}"
+
+
+def _load_accuracy(results: Path) -> tuple[dict[str, Any] | None, str]:
+    for stem in ("accuracy", "accuracy_quick"):
+        path = results / f"{stem}.json"
+        if path.is_file():
+            return json.loads(path.read_text()), stem
+    return None, ""
+
+
+def _provenance(report: dict[str, Any], stem: str) -> str:
+    training = report.get("training", {})
+    return (f"Generated from [`benchmarks/results/{stem}.md`](benchmarks/results/{stem}.md): "
+            f"`{report.get('command', '?')}` at commit `{str(report.get('commit', '?'))[:10]}`, weights at "
+            f"training step {training.get('step', '?')} ({training.get('cost', 'cost unknown')}), "
+            f"on {report.get('machine', 'an unrecorded machine')}.")
+
+
+def accuracy_block(results: Path) -> str:
+    """Relative score MSE (%) and log-density MSE per benchmark row: DiScoFormer, Scott KDE, oracle KDE."""
+    report, stem = _load_accuracy(results)
+    if report is None:
+        return _NO_RESULTS
+    lines = [_provenance(report, stem), "",
+             "Relative score MSE in % (100 = predicting a zero score; lower is better) and log-density MSE, at "
+             "query points drawn from the same distribution as the samples. *Oracle KDE* picks, per task, the "
+             "bandwidth on a grid that minimizes the error against the true values: a bound no real KDE reaches.",
+             "", "| data set | DiScoFormer | Scott KDE | oracle KDE | report (DiScoFormer) | log-density MSE: "
+             "DiScoFormer / oracle KDE |", "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        ours, scott, best = (r[f"{m}/same"] for m in ("ours", "scott", "best_kde"))
+        goal = r["row"].get("goal")
+        lines.append(f"| {r['row']['name']} | {_fmt(ours['rel_score_mse_pct'])} | {_fmt(scott['rel_score_mse_pct'])} "
+                     f"| {_fmt(best['rel_score_mse_pct'])} | {'' if goal is None else _fmt(goal)} "
+                     f"| {_fmt(ours['logp_mse'])} / {_fmt(best['logp_mse'])} |")
+    return "\n".join(lines)
+
+
+def _sections(markdown: str) -> list[tuple[str, str]]:
+    """(heading, body) for every `## ` section of a markdown file."""
+    out: list[tuple[str, list[str]]] = []
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            out.append((line[3:].strip(), []))
+        elif out:
+            out[-1][1].append(line)
+    return [(h, "\n".join(body).strip()) for h, body in out]
+
+
+def speed_block(results: Path) -> str:
+    """Fit-and-query time against Scott KDE (from the accuracy run) and the speed sections of the
+    sampler, scale and integration benchmarks, copied from their result files."""
+    parts = []
+    report, stem = _load_accuracy(results)
+    if report is not None:
+        parts += [f"Wall time per task (fit on n samples, then 2 x {report['rows'][0]['row']['queries']} queries), "
+                  f"from [`{stem}.md`](benchmarks/results/{stem}.md), {report.get('machine', '')}:", "",
+                  "| data set | DiScoFormer (ms) | Scott KDE (ms) |", "|---|---|---|"]
+        for r in report["rows"]:
+            tasks = r["row"]["tasks"]
+            parts.append(f"| {r['row']['name']} | {_fmt(1000 * r['seconds_ours'] / tasks)} "
+                         f"| {_fmt(1000 * r['seconds_scott_kde'] / tasks)} |")
+    for name in _SPEED_SOURCES:
+        path = results / f"{name}.md"
+        if not path.is_file():
+            continue
+        for heading, body in _sections(path.read_text()):
+            if _SPEED_HEADING.search(heading):
+                parts += ["", f"**{heading}** (from [`{name}.md`](benchmarks/results/{name}.md))", "", body]
+    return "\n".join(parts).strip() if parts else _NO_RESULTS
+
+
+def results_block(results: Path) -> str:
+    """Links to every result file present."""
+    files = sorted(results.glob("*.md")) if results.is_dir() else []
+    if not files:
+        return _NO_RESULTS
+    return "\n".join(f"- [`benchmarks/results/{p.name}`](benchmarks/results/{p.name})" for p in files)
+
+
+BLOCKS = {"accuracy": accuracy_block, "speed": speed_block, "results": results_block}
+
+
+def render(readme: str, results: Path) -> str:
+    """The README text with every generated block refilled from `results`."""
+    for name, build in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(<!-- END GENERATED: {name} -->)", re.DOTALL)
+        if not pattern.search(readme):
+            raise ValueError(f"README has no '<!-- BEGIN GENERATED: {name} -->' ... "
+                             f"'<!-- END GENERATED: {name} -->' block")
+        body = build(results)
+        readme = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), readme)
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m disco_plug.readme", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", default=str(ROOT / "README.md"), help="README file (default: the checkout's)")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="benchmark results folder")
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if the README is out of date")
+    args = parser.parse_args(argv)
+    path = Path(args.readme)
+    if not path.is_file():
+        parser.error(f"README not found: {path}")
+    old = path.read_text()
+    try:
+        new = render(old, Path(args.results))
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.check:
+        if new != old:
+            print(f"{path} is out of date with {args.results}: run python -m disco_plug.readme", file=sys.stderr)
+            return 1
+        return 0
+    if new != old:
+        path.write_text(new)
+        print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
