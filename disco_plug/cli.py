@@ -20,8 +20,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 __all__ = ["main", "read_points", "write_table"]
@@ -323,9 +321,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _entry() -> Any:  # pragma: no cover - `python -m disco_plug.cli`
+if __name__ == "__main__":  # pragma: no cover - `python -m disco_plug.cli`
     sys.exit(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _entry()

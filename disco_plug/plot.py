@@ -130,7 +130,7 @@ def density_score_2d(samples: Any, fitted: DensitySource | None = None, *, truth
     >>> import numpy as np, disco_plug.plot as dplot
     >>> x = np.random.default_rng(0).normal(size=(256, 2))
     >>> fig = dplot.density_score_2d(x, resolution=20, arrows=5)
-    >>> [ax.get_title() for ax in fig.axes]
+    >>> [ax.get_title() for ax in fig.axes if ax.get_title()]  # the last axes is the colour bar
     ['DiScoFormer', 'KDE (scott)']
     """
     pts = _points(samples, "samples", dim=2)

@@ -73,6 +73,7 @@ def test_sample_is_seeded_and_writes_csv(files, capsys):
     ("ok.csv", "1,2\n3,5\n5,6\n7,1\n", ["--queries", "q3.csv"], "queries have d=3 columns but the samples have d=2"),
     ("ok.csv", "1,2\n3,5\n5,6\n7,1\n", ["--out", "no/such/folder/out.csv"], "folder"),
     ("ok.csv", "1,2\n3,5\n5,6\n7,1\n", ["--out", "out.json"], "--out must end in .csv or .npy"),
+    ("ok.csv", "1,2\n3,5\n5,6\n7,1\n", ["--weights", "none.safetensors"], "no weights file at none.safetensors"),
     ("vector.npy", np.arange(5.0), [], "1-D array"),
     ("text.npy", "not numpy", [], "cannot read"),
 ])

@@ -1,5 +1,6 @@
 """disco_plug.plot: figures build on the Agg backend, panels show what they claim, bad input is named."""
 
+import doctest
 import io
 
 import numpy as np
@@ -21,6 +22,10 @@ def _render(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=40)
     return buf.getvalue()
+
+
+def test_docstring_example_runs():
+    assert doctest.testmod(plot).failed == 0
 
 
 def test_evaluate_accepts_every_density_source():
