@@ -231,6 +231,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if failed:
         print(f"{PROG}: error: benchmark(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    if args.readme and bench_dir is not None and (bench_dir.parent / "README.md").is_file():
+        from . import readme  # refresh the README's generated tables from the new results
+
+        readme.main(["--readme", str(bench_dir.parent / "README.md"), "--results", str(bench_dir / "results")])
     return 0
 
 
@@ -293,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"any of: all, accuracy, {', '.join(_BENCH_SCRIPTS)}")
     p.add_argument("--quick", action="store_true", help="accuracy suite: a subset of rows")
     p.add_argument("--weights", default=None, help="accuracy suite: weights file")
+    p.add_argument("--no-readme", dest="readme", action="store_false",
+                   help="do not refresh the README's generated tables afterwards (python -m disco_plug.readme)")
     p.add_argument("-q", "--quiet", action="store_true", help="no status lines")
     p.set_defaults(func=cmd_bench)
 

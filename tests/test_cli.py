@@ -113,11 +113,17 @@ def test_bench_runs_accuracy_and_present_scripts(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(cli.subprocess, "run",
                         lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    refreshed = []
+    monkeypatch.setattr("disco_plug.readme.main", refreshed.append)
     assert cli.main(["bench", "--quick", "--quiet"]) == 0
     assert calls[0][1:] == ["-m", "disco_plug.bench", "accuracy", "--quick"]
+    before = len(refreshed)
+    assert before == (1 if (cli._bench_dir().parent / "README.md").is_file() else 0)
+    assert cli.main(["bench", "accuracy", "--quiet", "--no-readme"]) == 0
+    assert len(refreshed) == before
     bench_dir = cli._bench_dir()
     expected = [n for n in cli._BENCH_SCRIPTS if bench_dir is not None and (bench_dir / f"{n}.py").is_file()]
-    assert [Path(c[-1]).stem for c in calls[1:]] == expected
+    assert [Path(c[-1]).stem for c in calls[1:1 + len(expected)]] == expected
     calls.clear()
     monkeypatch.setattr(cli.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 3))
     assert cli.main(["bench", "accuracy", "--quiet"]) == 1
