@@ -51,6 +51,16 @@ def test_estimate_npy_in_and_out_defaults_to_the_samples(files, capsys, estimato
     np.testing.assert_array_equal(result, np.concatenate([log_p[:, None], score], 1))
 
 
+def test_estimate_reads_csv_from_stdin(monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("# a comment line\n" + "\n".join(f"{a};{b}" for a, b in SAMPLES)))
+    code, out, _ = run(["estimate", "-", "--quiet"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "x0,x1,log_density,score_x0,score_x1" and len(lines) == 1 + len(SAMPLES)
+
+
 def test_sample_is_seeded_and_writes_csv(files, capsys):
     args = ["sample", files / "x.csv", "--num", 6, "--method", "ode", "--steps", 3, "--seed", 4, "--quiet"]
     code, out, err = run(args + ["--out", files / "a.csv"], capsys)
