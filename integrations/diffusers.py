@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from disco_plug.samplers import append_dims, to_denoised
+
 try:
     from diffusers import ScoreSdeVeScheduler
     from diffusers.models.unets.unet_2d import UNet2DOutput
@@ -31,11 +33,6 @@ ScoreFn = Callable[[Tensor, float], Tensor]
 
 # The diffusers default of ScoreSdeVeScheduler.sigma_max, chosen for 0-255 images (NCSN++ on CelebA-HQ).
 _IMAGE_SIGMA_MAX = 1348.0
-
-
-def _append_dims(x: Tensor, ndim: int) -> Tensor:
-    """Append trailing singleton dimensions to x until it has ndim dimensions."""
-    return x.reshape(*x.shape, *([1] * (ndim - x.ndim)))
 
 
 def _scalar_sigma(value: float | Tensor) -> float:
@@ -125,9 +122,9 @@ class SchedulerHook:
             if self.prediction_type == "epsilon":
                 out = -sigma * score
             elif self.prediction_type == "sample":
-                out = y + sigma * sigma * score
+                out = to_denoised(y, sigma, score)
             else:  # v = alpha_t eps - sigma_t x0 with alpha_t = 1 / scale, sigma_t = sigma / scale
-                out = (-sigma * score - sigma * (y + sigma * sigma * score)) / scale
+                out = (-sigma * score - sigma * to_denoised(y, sigma, score)) / scale
         if out.shape != sample.shape:
             raise ValueError(f"score_fn returned shape {tuple(out.shape)} for input {tuple(sample.shape)}")
         return UNet2DOutput(sample=out) if return_dict else (out,)
@@ -162,7 +159,7 @@ def add_noise(scheduler: SchedulerMixin, x0: Tensor, noise: Tensor, timesteps: T
     if not isinstance(scheduler, ScoreSdeVeScheduler):
         return scheduler.add_noise(x0, noise, timesteps)
     sigmas = scheduler.discrete_sigmas.to(x0.device)[timesteps.to(x0.device)].to(x0.dtype)  # (B,)
-    return x0 + _append_dims(sigmas, x0.ndim) * noise
+    return x0 + append_dims(sigmas, x0.ndim) * noise
 
 
 class TabularPipeline:
