@@ -88,9 +88,18 @@ def load_weights(path: str | Path, *, sha256: str | None = None) -> tuple[DiScoF
         raise ValueError(f"weights file {path} is not a readable safetensors file: {exc}") from exc
     if "model_config" not in meta:
         raise ValueError(f"weights file {path} has no model_config in its metadata")
-    network = DiScoFormer(ModelConfig.from_json(meta["model_config"]))
+    try:
+        config = ModelConfig.from_json(meta["model_config"])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"weights file {path} has a model_config that is not valid JSON: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"weights file {path} has an invalid model_config: {exc}") from exc
+    network = DiScoFormer(config)
     state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
-    network.load_state_dict(state, strict=True)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"the tensors in weights file {path} do not match its model_config: {exc}") from exc
     network.eval()
     others = {k: v for k, v in tensors.items() if not k.startswith(_MODEL_PREFIX)}
     return network, others, meta

@@ -18,7 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .checkpoint import default_weights_path, load_weights
 from .config import ModelConfig
 from .model import ContextCache, DiScoFormer
-from .validation import ArraySpec, as_points, check_finite
+from .validation import ArraySpec, as_points, check_finite, check_samples
 from .whitening import Whitening, fit_whitening
 
 __all__ = ["Estimator", "FittedEstimator", "load"]
@@ -67,19 +67,17 @@ class Estimator:
         Raises ValueError for NaN/inf, a wrong shape, d outside 1..max_dim, n <= d (the whitening
         needs a full-rank covariance) or degenerate samples (a constant column, all points equal)."""
         x, spec = as_points(samples, "samples", max_dim=self.config.max_dim)
-        n, d = x.shape
-        if n <= d:
-            raise ValueError(f"need more samples than dimensions to whiten them: got n={n} samples in "
-                             f"d={d} dimensions (at least {d + 1} are needed)")
+        check_samples(x, "samples")
         return FittedEstimator(self, x, spec)
 
 
 class FittedEstimator:
     """An estimator fitted to one sample set: log-density and score at any query points.
 
-    Queries may be (m, d) or a single point (d,). numpy in gives numpy out; torch in gives torch
-    out on the input's device and dtype. The object pickles (the encoded context is rebuilt on load),
-    so it can cross process boundaries (e.g. Pyro's num_chains > 1).
+    Queries may be (m, d) or a single point (d,). numpy in gives numpy out, JAX in gives JAX out;
+    torch in gives torch out on the input's device and dtype (rules: disco_plug.validation). The
+    object pickles (the encoded context is rebuilt on load), so it can cross process boundaries
+    (e.g. Pyro's num_chains > 1).
     """
 
     def __init__(self, estimator: Estimator, samples: Tensor, spec: ArraySpec) -> None:
@@ -128,10 +126,7 @@ class FittedEstimator:
     # -- queries -----------------------------------------------------------------------------------
     def _queries(self, queries: Any) -> tuple[Tensor, ArraySpec]:
         y, spec = as_points(queries, "queries", max_dim=self.estimator.config.max_dim, dim=self.dim,
-                            allow_single=True)
-        if spec.device != self.device:
-            raise ValueError(f"queries are on {spec.device} but the estimator was fitted on {self.device}; "
-                             f"move them with .to({str(self.device)!r})")
+                            allow_single=True, device=self.device)
         return y, spec
 
     def _log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -226,7 +221,7 @@ class FittedEstimator:
         "vp_sde", "ode" (probability flow, Heun), "annealed_langevin" (Song & Ermon 2019), "langevin"
         (ULA) or "mala" (both start at random samples). steps: noise levels (SDE/ODE) or Langevin
         steps; None picks a default per method. Extra options go to the sampler function in
-        `disco_plug.samplers`. Returns (num, d), numpy if the samples were numpy, else torch.
+        `disco_plug.samplers`. Returns (num, d) in the samples' array type (numpy, torch or JAX).
 
         Example
         -------

@@ -61,19 +61,39 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
     ctx_sq = (context * context).sum(-1)  # (B, n)
     log_norm = -0.5 * d * (_LOG_2PI + 2 * torch.log(h))  # (B, F)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, n * f))
+    floor = math.log(torch.finfo(queries.dtype).tiny) + 1.0  # exp stays in its fast, normal range
+    inplace = not (torch.is_grad_enabled()
+                   and any(t.requires_grad for t in (queries, context, h, log_weights)))
     logs, scores = [], []
     for start in range(0, m, chunk):
         y = queries[:, start:start + chunk]  # (B, c, d)
         sq = (y * y).sum(-1)[..., None] + ctx_sq[:, None] - 2 * y @ context.transpose(-1, -2)  # (B, c, n)
         sq = sq.clamp_min(0)
-        logits = log_weights[:, None, None] - sq[:, :, None] * inv2h2  # (B, c, F, n)
-        if exclude is not None:
-            logits = logits.masked_fill(exclude[:, start:start + chunk, None], -math.inf)
-        lse = torch.logsumexp(logits, dim=-1)  # (B, c, F)
-        resp = torch.exp(logits - lse[..., None])
-        mean = resp @ context[:, None]  # (B, c, F, d)
+        logits = sq[:, :, None] * -inv2h2  # (B, c, F, n)
+        logits += log_weights[:, None, None]
+        drop = None if exclude is None else exclude[:, start:start + chunk, None]  # (B, c, 1, n)
+        if drop is not None:
+            logits.masked_fill_(drop, -math.inf)
+        # logsumexp and the responsibilities from one exp (the exp dominates the cost). The shift
+        # `top` cancels exactly, so no gradient flows through it.
+        top = logits.detach().amax(-1, keepdim=True)  # (B, c, F, 1)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        # exp is ~25x slower where its result is subnormal or zero: clamp there (weights below
+        # exp(floor) ~ 1e-38 next to the top weight 1 change no sum) and zero the excluded pairs again.
+        shifted = logits.sub_(top)
+        if inplace:
+            weights = shifted.clamp_min_(floor).exp_()  # unnormalized responsibilities
+            if drop is not None:
+                weights.masked_fill_(drop, 0.0)
+        else:  # autograd needs exp's output unchanged
+            weights = shifted.clamp_min(floor).exp()
+            if drop is not None:
+                weights = weights.masked_fill(drop, 0.0)
+        total = weights.sum(-1)  # (B, c, F)
+        # One (c F, n) x (n, d) product per batch element, not c small ones.
+        mean = (weights.reshape(b, -1, n) @ context).reshape(b, -1, f, d) / total[..., None]  # (B, c, F, d)
         scores.append((mean - y[:, :, None]) * (2 * inv2h2))
-        logs.append(lse + log_norm[:, None])
+        logs.append(top[..., 0] + torch.log(total) + log_norm[:, None])
     log_p, score = torch.cat(logs, 1), torch.cat(scores, 1)
     if not multi:
         return log_p[..., 0], score[..., 0, :]

@@ -137,26 +137,6 @@ def test_corrupted_or_pickled_weights_are_refused(tmp_path):
         disco_plug.load(tmp_path / "missing.safetensors")
 
 
-@pytest.mark.parametrize(
-    "samples,match",
-    [
-        (np.full((10, 2), np.nan), "non-finite"),
-        (np.array([[0.0, 1.0], [np.inf, 0.0], [1.0, 2.0], [3.0, 1.0]]), "non-finite"),
-        (np.zeros(10), "shape"),
-        (np.zeros((4, 3, 2)), "shape"),
-        (np.zeros((0, 2)), "empty"),
-        (np.random.default_rng(0).normal(size=(500, 101)), "d=101"),
-        (np.random.default_rng(0).normal(size=(3, 3)), "n=3"),
-        (np.random.default_rng(0).normal(size=(1, 1)), "n=1"),
-        (np.c_[np.random.default_rng(0).normal(size=50), np.ones(50)], "degenerate"),
-        (np.array([["a", "b"], ["c", "d"]]), "real numbers"),
-    ],
-)
-def test_bad_samples_raise_clear_errors(estimator, samples, match):
-    with pytest.raises((ValueError, TypeError), match=match):
-        estimator.fit(samples)
-
-
 def test_bad_queries_raise_clear_errors(estimator, data):
     _, x, _ = data
     fitted = estimator.fit(x)
