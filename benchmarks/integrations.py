@@ -115,10 +115,9 @@ def adapters(fitted, quick: bool) -> dict[str, dict]:
     draws = np.asarray(draws)[steps // 5:]
     out[f"BlackJAX MALA ({chains} vmapped chains)"] = {**moment_errors(draws), "seconds": time.perf_counter() - start}
 
-    center = fitted.samples.mean(0).float()
     for scheduler, steps in [(DDIMScheduler(), 20), (DPMSolverMultistepScheduler(), 20), (DDPMScheduler(), 50)]:
         steps = steps // 2 if quick else steps
-        pipe = TabularPipeline(fitted.score_fn, scheduler, dim=2, center=center)
+        pipe = TabularPipeline.from_fitted(fitted, scheduler)
         start = time.perf_counter()
         with warnings.catch_warnings():  # diffusers' np.array(tensor) DeprecationWarning under numpy 2
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -222,6 +222,25 @@ class TabularPipeline:
         self.hook = SchedulerHook(score_fn, self.scheduler)
         self.dim = dim
 
+    @classmethod
+    def from_fitted(cls, fitted, scheduler: SchedulerMixin, *, clip_sample: bool = False) -> "TabularPipeline":
+        """A pipeline on a fitted estimator's ``score_fn``, centered on its samples' mean, with
+        ``sigma_max = sigma_max_for(samples, mean)`` for SDE-VE.
+
+        Example:
+            >>> import numpy as np, torch, disco_plug
+            >>> from diffusers import DDIMScheduler
+            >>> fitted = disco_plug.load().fit(np.random.default_rng(0).normal(5.0, 1.0, size=(256, 2)))
+            >>> pipe = TabularPipeline.from_fitted(fitted, DDIMScheduler())
+            >>> pipe(4, num_inference_steps=5, generator=torch.Generator().manual_seed(0)).shape
+            torch.Size([4, 2])
+        """
+        samples = torch.as_tensor(fitted.samples)
+        center = samples.mean(0)
+        sigma_max = sigma_max_for(samples, center) if isinstance(scheduler, ScoreSdeVeScheduler) else None
+        return cls(fitted.score_fn, scheduler, fitted.dim, center=center.to(torch.float32), sigma_max=sigma_max,
+                   clip_sample=clip_sample)
+
     @torch.no_grad()
     def __call__(self, num_samples: int, *, num_inference_steps: int = 50,
                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,

@@ -149,12 +149,21 @@ class EstimatedDistribution(dist.TorchDistribution):
     @classmethod
     def from_samples(cls, samples: Tensor, estimator: object | None = None) -> "EstimatedDistribution":
         """Fit the bundled estimator (or ``estimator``) on samples (n, d), e.g. a previous posterior,
-        and keep them for ``sample()``."""
+        and keep them for ``sample()``.
+
+        Example:
+            >>> import torch, disco_plug
+            >>> draws = torch.randn(512, 3)  # e.g. a previous posterior's draws
+            >>> prior = EstimatedDistribution.from_samples(draws)
+            >>> prior.log_prob(torch.zeros(3)).shape, prior.sample((2,)).shape
+            (torch.Size([]), torch.Size([2, 3]))
+        """
         if estimator is None:
             import disco_plug
 
             estimator = disco_plug.load()
-        samples = torch.as_tensor(samples)
+        if not isinstance(samples, Tensor):  # numpy draws: Pyro models run in torch's default dtype
+            samples = torch.as_tensor(samples).to(torch.get_default_dtype())
         return cls(estimator.fit(samples), samples=samples)
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -176,6 +185,7 @@ class EstimatedDistribution(dist.TorchDistribution):
                     "this density cannot be sampled: pass samples=(n, d) (e.g. the context the "
                     "estimator was fitted on) or use EstimatedDistribution.from_samples")
         return draws.reshape(shape)
+
 
 class LangevinKernel(MCMCKernel):
     """Unadjusted Langevin (ULA) and Metropolis-adjusted Langevin (MALA; Roberts & Tweedie 1996,

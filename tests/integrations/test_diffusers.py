@@ -151,7 +151,13 @@ def test_pipeline_on_the_bundled_estimator(fitted):
     # The noise-conditional score refits a noised context per sigma, so few steps; DDIM (first order)
     # because higher-order solvers (Heun, DPM-Solver at 10 steps) amplify the estimator's rare large
     # errors in the tails of p_sigma into outlying samples.
-    center = fitted.samples.mean(0).float()
-    pipe = TabularPipeline(fitted.score_fn, DDIMScheduler(), dim=2, center=center)
+    pipe = TabularPipeline.from_fitted(fitted, DDIMScheduler())
+    assert torch.allclose(pipe.center.double(), fitted.samples.mean(0))
     x = pipe(1000, num_inference_steps=12, generator=torch.Generator().manual_seed(0))
     assert_moments(x[None], iid_ess, slack=ESTIMATOR_SLACK)
+
+
+def test_from_fitted_sets_sigma_max_for_sde_ve(fitted):
+    pipe = TabularPipeline.from_fitted(fitted, ScoreSdeVeScheduler())
+    expected = sigma_max_for(fitted.samples, fitted.samples.mean(0))
+    assert pipe.scheduler.config.sigma_max == pytest.approx(expected)
