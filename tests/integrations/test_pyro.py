@@ -158,6 +158,21 @@ def test_ula_follows_the_score_head():
     assert bool(((end - drift).abs() < 4 * noise_sd).all()), (end, drift)
 
 
+class HalfScore:
+    """The exact log-density with a score head off by a factor of 2."""
+
+    dim = 2
+
+    def log_density_and_score(self, y):
+        log_p, score = TARGET.log_prob_and_score(y)
+        return log_p, 0.5 * score
+
+
+def test_mala_is_exact_for_the_log_density_head_even_with_a_wrong_score():
+    kernel = LangevinKernel(potential_fn=potential_fn(HalfScore()), step_size=0.3)
+    assert_moments(run(kernel, 2000, 300, initial_params=X0).get_samples(group_by_chain=True)["x"], pyro_ess)
+
+
 def test_kernel_rejects_bad_arguments():
     with pytest.raises(ValueError, match="exactly one"):
         LangevinKernel()
