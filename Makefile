@@ -23,7 +23,7 @@ test: env
 	$(PY) -m pytest -q
 
 bench: env
-	$(PY) -m disco_plug.bench all
+	$(VENV)/bin/disco-plug bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -20,6 +20,9 @@ from .config import ModelConfig
 from .model import ContextCache, DiScoFormer
 from .validation import ArraySpec, as_points, check_finite, check_samples
 from .whitening import Whitening, fit_whitening
+
+if TYPE_CHECKING:
+    from .noised import NoisedScore
 
 __all__ = ["Estimator", "FittedEstimator", "load"]
 

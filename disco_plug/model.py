@@ -108,7 +108,12 @@ class DiScoFormer(nn.Module):
         self.score_out = nn.Linear(c.width, c.max_dim)
         self.gate_out = nn.Linear(c.width, nf)
         self.logp_out = nn.Sequential(nn.Linear(c.width, c.width), nn.GELU(), nn.Linear(c.width, 1))
-        for layer in (self.score_out, self.gate_out, self.logp_out[-1]):
+        # Per-dimension KDE blend weights (score and log-density), fitted by least squares before
+        # training (train.fit_kde_gates); registered last so older checkpoints keep their indices.
+        self.logp_gate_out = nn.Linear(c.width, nf)
+        self.gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, nf))
+        self.logp_gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, nf))
+        for layer in (self.score_out, self.gate_out, self.logp_out[-1], self.logp_gate_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -159,11 +164,22 @@ class DiScoFormer(nn.Module):
         for block, k, v in zip(self.blocks, cache.keys, cache.values):
             h = block.query(h, k, v)
         h = self.norm(h)
-        gates = self.gate_out(h)  # (B, m, F)
-        score = (-y + (gates[..., None] * (score_kde + y[:, :, None])).sum(-2)
-                 + self.score_out(h)[..., :d])
-        log_p = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI + d * self.logp_out(h)[..., 0]
+        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI  # (B, m)
+        score_f, log_f = self.kde_residual_features(y, log_kde, score_kde)
+        gates = self.gate_out(h) + self.gate_base[d]  # (B, m, F)
+        log_gates = self.logp_gate_out(h) + self.logp_gate_base[d]
+        score = -y + (gates[..., None] * score_f).sum(-2) + self.score_out(h)[..., :d]
+        log_p = gauss + (log_gates * log_f).sum(-1) + d * self.logp_out(h)[..., 0]
         return log_p, score
+
+    @staticmethod
+    def kde_residual_features(y: Tensor, log_kde: Tensor, score_kde: Tensor) -> tuple[Tensor, Tensor]:
+        """What each gate multiplies: KDE minus Gaussian-fit score (B, m, F, d) and log-density
+        (B, m, F), the latter clamped to +-50 nats per dimension so a far query stays finite."""
+        d = y.shape[-1]
+        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI
+        log_f = (log_kde - gauss[..., None]).clamp(-50.0 * d, 50.0 * d)
+        return score_kde + y[:, :, None], log_f
 
     def forward(self, context: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
         return self.query(self.encode(context), queries)

@@ -26,6 +26,7 @@ from torch import Tensor
 from .checkpoint import load_weights, save_weights
 from .config import ModelConfig
 from .gmm import random_gmm
+from .kde import isotropic_kde
 from .model import DiScoFormer
 from .whitening import fit_whitening
 
@@ -49,6 +50,7 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 200
     init: str = ""  # optional weights file to start from
+    kde_init: int = 1  # fresh runs start from the least-squares KDE blend (fit_kde_gates)
     model: str = ""  # optional ModelConfig JSON (default: ModelConfig())
 
 
@@ -60,9 +62,9 @@ def sample_dim(g: torch.Generator) -> int:
     return int(torch.randint(lo, hi + 1, (), generator=g))
 
 
-def sample_task(cfg: TrainConfig, max_dim: int, g: torch.Generator) -> dict[str, Tensor | int]:
-    """A batch of mixtures with a context, queries and exact whitened targets."""
-    d = min(sample_dim(g), max_dim)
+def sample_task(cfg: TrainConfig, max_dim: int, g: torch.Generator, dim: int | None = None) -> dict[str, Tensor | int]:
+    """A batch of mixtures with a context, queries and exact whitened targets (d drawn unless given)."""
+    d = dim if dim is not None else min(sample_dim(g), max_dim)
     n = int(math.exp(math.log(cfg.n_min) + (math.log(cfg.n_max) - math.log(cfg.n_min)) * torch.rand((), generator=g)))
     n = max(n, d + 2)
     b = max(1, cfg.context_tokens // n)
@@ -121,13 +123,56 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, task: dict, c
     return loss.detach(), s_in.detach(), s_tail.detach(), l_in.detach()
 
 
+@torch.no_grad()
+def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
+                  ridge: float = 1e-4, use_network: bool = False) -> None:
+    """Start from the best fixed KDE blend instead of from the Gaussian fit: for every d, weighted
+    least squares for the per-dimension gate tables, on the residual of the current network.
+
+    The score is -y + sum_j g_j (s_kde_j + y) + ..., linear in g, so the loss-weighted optimum is one
+    F x F solve per d; Scott-rule KDE is the point g = e_Scott, so the fit is at least as good as
+    Scott KDE on the training distribution (report section 3: attention can be exactly a KDE).
+    For a fresh network (zero-initialized heads) the prediction is exactly the Gaussian fit, so only
+    KDE features are computed; pass `use_network=True` to fit on the residual of a trained one."""
+    nf = len(net.config.kde_factors)
+    _LOG_2PI = math.log(2 * math.pi)
+    for d in range(1, net.config.max_dim + 1):
+        normal = {"score": torch.zeros(nf, nf, dtype=torch.float64), "logp": torch.zeros(nf, nf, dtype=torch.float64)}
+        rhs = {"score": torch.zeros(nf, dtype=torch.float64), "logp": torch.zeros(nf, dtype=torch.float64)}
+        for _ in range(batches_per_dim):
+            task = sample_task(cfg, net.config.max_dim, g, dim=d)
+            y = task["y"]
+            if use_network:
+                log_p, score = net(task["x"], y)
+            else:
+                log_p, score = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI, -y
+            bw = net._bandwidths(task["n"], d, y).expand(y.shape[0], -1)
+            log_kde, score_kde = isotropic_kde(y, task["x"], bw)
+            score_f, log_f = net.kde_residual_features(task["y"], log_kde, score_kde)
+            t = task["tail_from"]
+            for kind, feat, resid, target in (
+                    ("score", score_f, task["score"] - score, (task["score"] ** 2).sum(-1)),
+                    ("logp", log_f[..., None], (task["log_p"] - log_p)[..., None],
+                     (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3)):
+                w = torch.ones_like(target)  # (B, m): the loss's weights, per query
+                w[:, :t] /= target[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
+                w[:, t:] *= cfg.tail_weight / target[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
+                f64, r64, w64 = feat.double(), resid.double(), w.double()
+                normal[kind] += torch.einsum("bm,bmik,bmjk->ij", w64, f64, f64)
+                rhs[kind] += torch.einsum("bm,bmik,bmk->i", w64, f64, r64)
+        for kind, table in (("score", net.gate_base), ("logp", net.logp_gate_base)):
+            a = normal[kind] + ridge * normal[kind].diagonal().mean() * torch.eye(nf, dtype=torch.float64)
+            table[d] += torch.linalg.solve(a, rhs[kind]).to(table.dtype)
+
+
 # -- checkpoint --------------------------------------------------------------------------------------
 def save_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig,
                     g: torch.Generator, stats: dict) -> None:
     extra = {"rng": g.get_state()}
+    names = [name for name, _ in net.named_parameters()]  # optimizer state keyed by parameter name
     for i, state in opt.state_dict()["state"].items():
         for k, v in state.items():
-            extra[f"optim.{i}.{k}"] = torch.as_tensor(v)
+            extra[f"optim.{names[i]}.{k}"] = torch.as_tensor(v)
     meta = {"step": str(step), "train_config": json.dumps(asdict(cfg)), "stats": json.dumps(stats)}
     save_weights(path, net, extra_tensors=extra, metadata=meta)
 
@@ -137,10 +182,11 @@ def load_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer,
     loaded, extra, meta = load_weights(path)
     net.load_state_dict(loaded.state_dict())
     state = opt.state_dict()
+    index = {name: i for i, (name, _) in enumerate(net.named_parameters())}
     for key, v in extra.items():
         if key.startswith("optim."):
-            _, i, name = key.split(".", 2)
-            state["state"].setdefault(int(i), {})[name] = v
+            param, name = key[len("optim."):].rsplit(".", 1)
+            state["state"].setdefault(index[param], {})[name] = v
     opt.load_state_dict(state)
     g.set_state(extra["rng"])
     return int(meta["step"]), json.loads(meta.get("stats", "{}"))
@@ -166,6 +212,8 @@ def train(cfg: TrainConfig) -> Path:
     net = DiScoFormer(ModelConfig.from_json(cfg.model) if cfg.model else ModelConfig())
     if cfg.init:
         net.load_state_dict(load_weights(cfg.init)[0].state_dict())
+    elif cfg.kde_init and not ckpt.exists():
+        fit_kde_gates(net, cfg, torch.Generator().manual_seed(cfg.seed + 7))
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -201,8 +249,8 @@ def train(cfg: TrainConfig) -> Path:
     return ckpt
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     return TrainConfig(**vars(parser.parse_args(argv)))
