@@ -183,8 +183,11 @@ def workflow(est, quick: bool) -> dict[str, dict]:
 
 
 def markdown(report: dict) -> str:
+    changed = ", ".join(line[3:] for line in report["uncommitted"])
+    dirty = f" plus uncommitted changes to {changed}" if changed else ""
     lines = ["# Integrations benchmark", "",
-             f"Command: `{report['command']}`  ", f"Commit: `{report['commit']}`  ",
+             f"Command: `{report['command']}`  ",
+             f"Commit: `{report['commit']}`{dirty}  ",
              f"Date: {report['date']}  ", f"Machine: {report['machine']}  ", f"Versions: {report['versions']}",
              f"Weights: {report['weights']}", "",
              "## Two-stage Bayesian logistic regression (breast cancer)", "",
@@ -237,6 +240,8 @@ def main() -> None:
         "command": " ".join(["python", "benchmarks/integrations.py", *sys.argv[1:]]),
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                  text=True).stdout.strip(),
+        "uncommitted": subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                      capture_output=True, text=True).stdout.split("\n")[:-1],
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
         "versions": {"torch": torch.__version__, "pyro": pyro.__version__, "jax": jax.__version__,
