@@ -60,7 +60,7 @@ ROWS = [
     Row("GMM 15 components d=2 n=1024", 2, 1024, target="gmm15"),
     Row("GMM 20 components d=2 n=1024", 2, 1024, target="gmm20"),
 ]
-QUICK = ["GMM d=2 n=1024", "GMM d=10 n=1024", "GMM d=2 n=256", "GMM d=10 n=256", "2-comp diagonal GMM d=100 n=2048",
+QUICK = ["GMM d=2 n=1024", "GMM d=10 n=1024", "GMM d=2 n=256", "GMM d=10 n=256", "2-comp diagonal GMM d=100 n=2048", "GMM d=2 n=4096",
          "GMM d=1 n=1024", "GMM d=5 n=1024", "GMM d=50 n=1024"]
 
 

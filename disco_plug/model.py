@@ -113,6 +113,10 @@ class DiScoFormer(nn.Module):
         self.logp_gate_out = nn.Linear(c.width, nf)
         self.gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, nf))
         self.logp_gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, nf))
+        # ... and their linear dependence on each query's scalar KDE features and on log n
+        # (query-adaptive bandwidth selection, also fitted by least squares).
+        self.gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, nf + 2, nf))
+        self.logp_gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, nf + 2, nf))
         for layer in (self.score_out, self.gate_out, self.logp_out[-1], self.logp_gate_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -122,15 +126,28 @@ class DiScoFormer(nn.Module):
         factors = torch.tensor(self.config.kde_factors, dtype=like.dtype, device=like.device)
         return factors * scott_factor(max(n_centres, 2), d)  # (F,)
 
+    @staticmethod
+    def token_scalars(y: Tensor, log_kde: Tensor) -> Tensor:
+        """Per-token scalar features (B, L, F + 1): KDE log-density minus the Gaussian fit, per
+        dimension, at each bandwidth, and |y|^2 / d."""
+        d = y.shape[-1]
+        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI  # (B, L)
+        # Both clamped: gates are linear in these, so a far query must not get an unbounded gate.
+        return torch.cat([((log_kde - gauss[..., None]) / d).clamp(-20, 20),
+                          ((y * y).sum(-1, keepdim=True) / d).clamp(max=20)], dim=-1)
+
+    @staticmethod
+    def gate_features(scalars: Tensor, n: int) -> Tensor:
+        """What the gate slopes multiply: the token scalars and log(n) / 10, shape (B, L, F + 2)."""
+        log_n = torch.full_like(scalars[..., :1], math.log(n) / 10)
+        return torch.cat([scalars, log_n], dim=-1)
+
     def _embed(self, y: Tensor, log_kde: Tensor, score_kde: Tensor, bandwidths: Tensor) -> Tensor:
         """Token embedding from whitened points, KDE log-densities (B, L, F) and scores (B, L, F, d)."""
         d = y.shape[-1]
-        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI  # (B, L)
-        scalars = torch.cat([((log_kde - gauss[..., None]) / d).clamp(-20, 20),
-                             (y * y).sum(-1, keepdim=True) / d], dim=-1)
         scaled = score_kde * bandwidths[:, None]  # (B, L, F, d): (kernel mean - y) / h
         h = y @ self.point_embed[:d] + torch.einsum("blfd,fdw->blw", scaled, self.kde_embed[:, :d])
-        return h + self.scalar_embed(scalars) + self.dim_embed.weight[d]
+        return h + self.scalar_embed(self.token_scalars(y, log_kde)) + self.dim_embed.weight[d]
 
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor) -> ContextCache:
@@ -166,8 +183,9 @@ class DiScoFormer(nn.Module):
         h = self.norm(h)
         gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI  # (B, m)
         score_f, log_f = self.kde_residual_features(y, log_kde, score_kde)
-        gates = self.gate_out(h) + self.gate_base[d]  # (B, m, F)
-        log_gates = self.logp_gate_out(h) + self.logp_gate_base[d]
+        phi = self.gate_features(self.token_scalars(y, log_kde), n)  # (B, m, F + 2)
+        gates = self.gate_out(h) + self.gate_base[d] + phi @ self.gate_slope[d]  # (B, m, F)
+        log_gates = self.logp_gate_out(h) + self.logp_gate_base[d] + phi @ self.logp_gate_slope[d]
         score = -y + (gates[..., None] * score_f).sum(-2) + self.score_out(h)[..., :d]
         log_p = gauss + (log_gates * log_f).sum(-1) + d * self.logp_out(h)[..., 0]
         return log_p, score

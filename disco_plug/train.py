@@ -136,13 +136,20 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
     F x F solve per d; Scott-rule KDE is the point g = e_Scott, so the fit is at least as good as
     Scott KDE on the training distribution (report section 3: attention can be exactly a KDE).
     For a fresh network (zero-initialized heads) the prediction is exactly the Gaussian fit, so only
-    KDE features are computed; pass `use_network=True` to fit on the residual of a trained one."""
+    KDE features are computed; pass `use_network=True` to fit on the residual of a trained one.
+    The gates may also depend linearly on each query's scalar KDE features and log n (slopes); for
+    each d and head, held-out batches decide between that fit and constant gates."""
     nf = len(net.config.kde_factors)
+    k = nf * (nf + 3)  # unknowns per d: a constant and nf + 2 slopes for each of the nf gates
     _LOG_2PI = math.log(2 * math.pi)
     for d in range(1, net.config.max_dim + 1):
-        normal = {"score": torch.zeros(nf, nf, dtype=torch.float64), "logp": torch.zeros(nf, nf, dtype=torch.float64)}
-        rhs = {"score": torch.zeros(nf, dtype=torch.float64), "logp": torch.zeros(nf, dtype=torch.float64)}
-        for _ in range(batches_per_dim):
+        # Statistics of the fit (loss-weighted) and of a held-out check (pooled in-distribution error,
+        # as the benchmark scores it): ("fit"|"check", kind) -> [normal matrix, rhs, constant].
+        stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0]
+                 for part in ("fit", "check") for kind in ("score", "logp")}
+        batches = batches_per_dim * (2 if d <= 10 else 1)
+        for batch in range(batches + max(1, batches // 2)):
+            part = "fit" if batch < batches else "check"
             task = sample_task(cfg, net.config.max_dim, g, dim=d)
             y = task["y"]
             if use_network:
@@ -151,21 +158,41 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
                 log_p, score = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI, -y
             bw = net._bandwidths(task["n"], d, y).expand(y.shape[0], -1)
             log_kde, score_kde = isotropic_kde(y, task["x"], bw)
-            score_f, log_f = net.kde_residual_features(task["y"], log_kde, score_kde)
+            score_f, log_f = net.kde_residual_features(y, log_kde, score_kde)
+            phi = net.gate_features(net.token_scalars(y, log_kde), task["n"])
+            phi = torch.cat([torch.ones_like(phi[..., :1]), phi], dim=-1)  # (B, m, nf + 3)
+            # gate j's coefficient p multiplies phi_p * feature_j: flatten (p, j) into k columns
+            score_f = (phi[..., :, None, None] * score_f[..., None, :, :]).flatten(2, 3)  # (B, m, k, d)
+            log_f = (phi[..., :, None] * log_f[..., None, :]).flatten(2, 3)  # (B, m, k)
             t = task["tail_from"]
             for kind, feat, resid, target in (
                     ("score", score_f, task["score"] - score, (task["score"] ** 2).sum(-1)),
                     ("logp", log_f[..., None], (task["log_p"] - log_p)[..., None],
                      (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3)):
-                w = torch.ones_like(target)  # (B, m): the loss's weights, per query
-                w[:, :t] /= target[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
-                w[:, t:] *= cfg.tail_weight / target[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
+                w = torch.ones_like(target)  # (B, m): per-query weights
+                if part == "fit":  # the training loss's weights
+                    w[:, :t] /= target[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
+                    w[:, t:] *= cfg.tail_weight / target[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
+                else:  # pooled error on in-distribution queries
+                    w[:, t:] = 0.0
                 f64, r64, w64 = feat.double(), resid.double(), w.double()
-                normal[kind] += torch.einsum("bm,bmik,bmjk->ij", w64, f64, f64)
-                rhs[kind] += torch.einsum("bm,bmik,bmk->i", w64, f64, r64)
-        for kind, table in (("score", net.gate_base), ("logp", net.logp_gate_base)):
-            a = normal[kind] + ridge * normal[kind].diagonal().mean() * torch.eye(nf, dtype=torch.float64)
-            table[d] += torch.linalg.solve(a, rhs[kind]).to(table.dtype)
+                acc = stats[(part, kind)]
+                acc[0] += torch.einsum("bm,bmik,bmjk->ij", w64, f64, f64)
+                acc[1] += torch.einsum("bm,bmik,bmk->i", w64, f64, r64)
+                acc[2] += float(torch.einsum("bm,bmk,bmk->", w64, r64, r64))
+        for kind, base, slope in (("score", net.gate_base, net.gate_slope),
+                                  ("logp", net.logp_gate_base, net.logp_gate_slope)):
+            normal, rhs, _ = stats[("fit", kind)]
+            # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
+            a = normal + ridge * torch.diag(normal.diagonal().clamp_min(1e-30))
+            full = torch.linalg.solve(a, rhs)
+            blend = torch.zeros_like(full)  # constant gates only (the per-d KDE blend)
+            blend[:nf] = torch.linalg.solve(a[:nf, :nf], rhs[:nf])
+            c_normal, c_rhs, c_const = stats[("check", kind)]
+            check = [float(c @ c_normal @ c - 2 * c @ c_rhs + c_const) for c in (full, blend)]
+            coef = (full if check[0] <= check[1] else blend).reshape(nf + 3, nf).to(base.dtype)
+            base[d] += coef[0]
+            slope[d] += coef[1:]
 
 
 # -- checkpoint --------------------------------------------------------------------------------------
