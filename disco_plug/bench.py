@@ -170,14 +170,15 @@ def accuracy_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_accuracy(weights: str | None, quick: bool, out_dir: Path, seed: int = 2026) -> dict[str, Any]:
+def run_accuracy(weights: str | None, quick: bool, out_dir: Path, seed: int = 2026,
+                 only: str = "") -> dict[str, Any]:
     estimator = load(weights)
     path = weights or str(Path(__file__).with_name("weights") / "default.safetensors")
     meta = read_metadata(path)
     stats = json.loads(meta.get("stats", "{}"))
     cost = (f"{meta.get('step', '?')} steps, {stats.get('tokens_seen', 0):.3g} tokens (context + query points), "
             f"{stats.get('train_hours', 0):.2f} h on {stats.get('hardware', 'unknown')}") if stats else "unknown"
-    rows = [r for r in ROWS if not quick or r.name in QUICK]
+    rows = [r for r in ROWS if (not quick or r.name in QUICK) and (not only or any(o in r.name for o in only.split(",")))]
     t0 = time.time()
     results = []
     for row in rows:
@@ -205,8 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default=None, help="weights file (default: the bundled weights)")
     parser.add_argument("--quick", action="store_true", help="a subset of rows, for comparing checkpoints")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
+    parser.add_argument("--rows", default="", help="comma-separated substrings: run only the matching rows")
     args = parser.parse_args(argv)
-    run_accuracy(args.weights, args.quick, Path(args.out))
+    run_accuracy(args.weights, args.quick, Path(args.out), only=args.rows)
 
 
 if __name__ == "__main__":

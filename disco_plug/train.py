@@ -244,6 +244,10 @@ def train(cfg: TrainConfig) -> Path:
         net.load_state_dict(load_weights(cfg.init)[0].state_dict())
     elif cfg.kde_init and not ckpt.exists():
         fit_kde_gates(net, cfg, torch.Generator().manual_seed(cfg.seed + 7))
+    # The least-squares gate tables stay as fitted: Adam's ~lr-sized steps on slopes that multiply
+    # features up to 20 destabilized the first runs.
+    for table in (net.gate_base, net.gate_slope, net.logp_gate_base, net.logp_gate_slope):
+        table.requires_grad_(False)
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
