@@ -12,6 +12,7 @@ the model, the AdamW state, the step and the RNG state, and a rerun with the sam
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -279,6 +280,10 @@ def train(cfg: TrainConfig) -> Path:
             save_checkpoint(ckpt, net, opt, step, cfg, g, cost)
     if distributed:
         dist.barrier()
+        # Release DDP's reducer (it holds the process group) before tearing the group down: a rank that
+        # exits with gloo threads still attached can abort ("terminate called without an active exception").
+        del model
+        gc.collect()
         dist.destroy_process_group()
     return ckpt
 
