@@ -19,6 +19,8 @@ class ModelConfig:
     context_keys: at most this many context points serve as keys in the context self-attention; every
         context point still feeds the queries' cross-attention (sub-quadratic encoder for large n).
     whiten_eps: ridge added to the covariance eigenvalues, relative to their mean.
+    gate_max_n: the KDE gates depend on log n up to this n and stay fixed beyond it (no extrapolation
+        past the sizes they were fitted on); the KDE features themselves keep sharpening with n.
     """
 
     max_dim: int = 100
@@ -29,6 +31,7 @@ class ModelConfig:
     kde_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     context_keys: int = 1024
     whiten_eps: float = 1e-6
+    gate_max_n: int = 4096  # the gates' log n feature is capped here: the largest n of their fit
 
     def __post_init__(self) -> None:
         if self.width % self.heads:

@@ -136,10 +136,9 @@ class DiScoFormer(nn.Module):
         return torch.cat([((log_kde - gauss[..., None]) / d).clamp(-20, 20),
                           ((y * y).sum(-1, keepdim=True) / d).clamp(max=20)], dim=-1)
 
-    @staticmethod
-    def gate_features(scalars: Tensor, n: int) -> Tensor:
-        """What the gate slopes multiply: the token scalars and log(n) / 10, shape (B, L, F + 2)."""
-        log_n = torch.full_like(scalars[..., :1], math.log(n) / 10)
+    def gate_features(self, scalars: Tensor, n: int) -> Tensor:
+        """What the gate slopes multiply: the token scalars and log(min(n, gate_max_n)) / 10, (B, L, F + 2)."""
+        log_n = torch.full_like(scalars[..., :1], math.log(min(n, self.config.gate_max_n)) / 10)
         return torch.cat([scalars, log_n], dim=-1)
 
     def _embed(self, y: Tensor, log_kde: Tensor, score_kde: Tensor, bandwidths: Tensor) -> Tensor:
