@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import disco_plug
+from disco_plug.bench import git_commit
 from disco_plug.gmm import GaussianMixture
 from disco_plug.kde import GaussianKDE
 
@@ -238,8 +239,7 @@ def main() -> None:
     fitted = est.fit(TARGET.sample(2048, generator=torch.Generator().manual_seed(11))[0].float())
     report = {
         "command": " ".join(["python", "benchmarks/integrations.py", *sys.argv[1:]]),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit": git_commit(ROOT),
         "uncommitted": subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                       capture_output=True, text=True).stdout.split("\n")[:-1],
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

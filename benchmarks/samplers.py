@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))  # the checkout's disco_plug, whatever the install
 import torch  # noqa: E402
 
 import disco_plug  # noqa: E402
+from disco_plug.bench import git_commit  # noqa: E402
 from disco_plug.gmm import GaussianMixture, random_gmm  # noqa: E402
 from disco_plug.kde import isotropic_kde, scott_factor  # noqa: E402
 from disco_plug.noised import NoisedScore  # noqa: E402
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
              {"ode": 40, "pc": 100, "ve_sde": 200, "vp_sde": 200, "annealed_langevin": 500})
     speed_rows = [] if args.only == "quality" else speed(est, 1024, 2048, 3 if args.quick else 7)
     quality_rows = [] if args.only == "speed" else quality(est, num, steps)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git_commit(ROOT)
     meta = {"command": " ".join(["python", "benchmarks/samplers.py", *(argv if argv is not None else sys.argv[1:])]),
             "commit": commit, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.processor() or platform.machine(), "training_running": bool(training),

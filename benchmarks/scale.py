@@ -68,6 +68,7 @@ def _run_method(method: str, x, y):
 
     if method == "ours":
         import disco_plug
+from disco_plug.bench import git_commit
 
         est = _run_method.estimator = getattr(_run_method, "estimator", None) or disco_plug.load(WEIGHTS)
         t, c = time.perf_counter(), time.process_time()
@@ -266,7 +267,7 @@ def main() -> None:
 
     meta = {
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "commit": git_commit(ROOT),
         "dirty": bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                      capture_output=True, text=True).stdout.strip()),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import subprocess
-import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -124,9 +123,11 @@ def evaluate_row(row: Row, estimator: Estimator, seed: int) -> dict[str, Any]:
     return result
 
 
-def _git_commit() -> str:
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The checked-out commit, recorded in every results file ("unknown" outside a git checkout)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -187,12 +188,12 @@ def run_accuracy(weights: str | None, quick: bool, out_dir: Path, seed: int = 20
         print(f"{row.name:45s} ours {r['ours/same']['rel_score_mse_pct']:7.2f}  scott {r['scott/same']['rel_score_mse_pct']:7.2f}"
               f"  best {r['best_kde/same']['rel_score_mse_pct']:7.2f} | other: ours {r['ours/other']['rel_score_mse_pct']:7.2f}"
               f" best {r['best_kde/other']['rel_score_mse_pct']:7.2f}", flush=True)
-    report = {"command": "python -m disco_plug.bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["accuracy"] else sys.argv[1:]),
-              "commit": _git_commit(), "weights": path, "weights_sha256": file_sha256(path),
+    command = ("python -m disco_plug.bench accuracy" + (" --quick" if quick else "")
+               + (f" --weights {weights}" if weights else "") + (f" --rows {only!r}" if only else ""))
+    report = {"command": command, "commit": git_commit(), "weights": path, "weights_sha256": file_sha256(path),
               "training": {"step": meta.get("step"), "cost": cost}, "seed": seed,
               "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
               "wall_seconds": time.time() - t0, "rows": results}
-    report["command"] = "python -m disco_plug.bench accuracy" + (" --quick" if quick else "") + (f" --weights {weights}" if weights else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "accuracy_quick" if quick else "accuracy"
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1))

@@ -29,9 +29,14 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .kde import isotropic_kde, scott_factor
 
-__all__ = ["DiScoFormer", "ContextCache"]
+__all__ = ["DiScoFormer", "ContextCache", "gaussian_fit_log_density"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_fit_log_density(y: Tensor) -> Tensor:
+    """log N(y; 0, I) for whitened points y (..., d): the network's starting point (its score is -y)."""
+    return -0.5 * (y * y).sum(-1) - 0.5 * y.shape[-1] * _LOG_2PI
 _ATTN_CHUNK_ELEMENTS = 1 << 26  # query x key scores per attention call (bounds the math kernel)
 _SUBSET_SEED = 20251107  # fixed seed of the context-key subset: same data, same estimate
 
@@ -131,7 +136,7 @@ class DiScoFormer(nn.Module):
         """Per-token scalar features (B, L, F + 1): KDE log-density minus the Gaussian fit, per
         dimension, at each bandwidth, and |y|^2 / d."""
         d = y.shape[-1]
-        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI  # (B, L)
+        gauss = gaussian_fit_log_density(y)  # (B, L)
         # Both clamped: gates are linear in these, so a far query must not get an unbounded gate.
         return torch.cat([((log_kde - gauss[..., None]) / d).clamp(-20, 20),
                           ((y * y).sum(-1, keepdim=True) / d).clamp(max=20)], dim=-1)
@@ -141,12 +146,12 @@ class DiScoFormer(nn.Module):
         log_n = torch.full_like(scalars[..., :1], math.log(min(n, self.config.gate_max_n)) / 10)
         return torch.cat([scalars, log_n], dim=-1)
 
-    def _embed(self, y: Tensor, log_kde: Tensor, score_kde: Tensor, bandwidths: Tensor) -> Tensor:
-        """Token embedding from whitened points, KDE log-densities (B, L, F) and scores (B, L, F, d)."""
+    def _embed(self, y: Tensor, scalars: Tensor, score_kde: Tensor, bandwidths: Tensor) -> Tensor:
+        """Token embedding from whitened points, their token_scalars (B, L, F + 1) and KDE scores (B, L, F, d)."""
         d = y.shape[-1]
         scaled = score_kde * bandwidths[:, None]  # (B, L, F, d): (kernel mean - y) / h
         h = y @ self.point_embed[:d] + torch.einsum("blfd,fdw->blw", scaled, self.kde_embed[:, :d])
-        return h + self.scalar_embed(self.token_scalars(y, log_kde)) + self.dim_embed.weight[d]
+        return h + self.scalar_embed(scalars) + self.dim_embed.weight[d]
 
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor) -> ContextCache:
@@ -163,7 +168,7 @@ class DiScoFormer(nn.Module):
         exclude = (idx[:, None] == (idx if key_index is None else key_index)[None])  # leave one out
         bw = self._bandwidths(centres.shape[1] - 1, d, x)
         log_kde, score_kde = isotropic_kde(x, centres, bw.expand(b, -1), exclude=exclude.expand(b, -1, -1))
-        h = self._embed(x, log_kde, score_kde, bw)
+        h = self._embed(x, self.token_scalars(x, log_kde), score_kde, bw)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             h, k, v = block.context(h, key_index, update=i < len(self.blocks) - 1)
@@ -176,13 +181,14 @@ class DiScoFormer(nn.Module):
         b, n, d = cache.points.shape
         bw = self._bandwidths(n, d, y)
         log_kde, score_kde = isotropic_kde(y, cache.points, bw.expand(b, -1))
-        h = self._embed(y, log_kde, score_kde, bw)
+        scalars = self.token_scalars(y, log_kde)  # (B, m, F + 1): embedding input and gate features
+        h = self._embed(y, scalars, score_kde, bw)
         for block, k, v in zip(self.blocks, cache.keys, cache.values):
             h = block.query(h, k, v)
         h = self.norm(h)
-        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI  # (B, m)
+        gauss = gaussian_fit_log_density(y)  # (B, m)
         score_f, log_f = self.kde_residual_features(y, log_kde, score_kde)
-        phi = self.gate_features(self.token_scalars(y, log_kde), n)  # (B, m, F + 2)
+        phi = self.gate_features(scalars, n)  # (B, m, F + 2)
         gates = self.gate_out(h) + self.gate_base[d] + phi @ self.gate_slope[d]  # (B, m, F)
         log_gates = self.logp_gate_out(h) + self.logp_gate_base[d] + phi @ self.logp_gate_slope[d]
         score = -y + (gates[..., None] * score_f).sum(-2) + self.score_out(h)[..., :d]
@@ -194,8 +200,7 @@ class DiScoFormer(nn.Module):
         """What each gate multiplies: KDE minus Gaussian-fit score (B, m, F, d) and log-density
         (B, m, F), the latter clamped to +-50 nats per dimension so a far query stays finite."""
         d = y.shape[-1]
-        gauss = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI
-        log_f = (log_kde - gauss[..., None]).clamp(-50.0 * d, 50.0 * d)
+        log_f = (log_kde - gaussian_fit_log_density(y)[..., None]).clamp(-50.0 * d, 50.0 * d)
         return score_kde + y[:, :, None], log_f
 
     def forward(self, context: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:

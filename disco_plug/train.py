@@ -28,7 +28,7 @@ from .checkpoint import load_weights, save_weights
 from .config import ModelConfig
 from .gmm import random_gmm
 from .kde import isotropic_kde
-from .model import DiScoFormer
+from .model import DiScoFormer, gaussian_fit_log_density
 from .whitening import fit_whitening
 
 
@@ -129,20 +129,17 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, task: dict, c
 
 @torch.no_grad()
 def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
-                  ridge: float = 1e-4, use_network: bool = False) -> None:
-    """Start from the best fixed KDE blend instead of from the Gaussian fit: for every d, weighted
-    least squares for the per-dimension gate tables, on the residual of the current network.
+                  ridge: float = 1e-4) -> None:
+    """Start from the best KDE blend instead of from the Gaussian fit: for every d, weighted least
+    squares for the gate tables of a fresh network (zero-initialized heads, so its prediction is
+    exactly the Gaussian fit and only KDE features are computed).
 
-    The score is -y + sum_j g_j (s_kde_j + y) + ..., linear in g, so the loss-weighted optimum is one
-    F x F solve per d; Scott-rule KDE is the point g = e_Scott, so the fit is at least as good as
-    Scott KDE on the training distribution (report section 3: attention can be exactly a KDE).
-    For a fresh network (zero-initialized heads) the prediction is exactly the Gaussian fit, so only
-    KDE features are computed; pass `use_network=True` to fit on the residual of a trained one.
-    The gates may also depend linearly on each query's scalar KDE features and log n (slopes); for
-    each d and head, held-out batches decide between that fit and constant gates."""
+    The score is -y + sum_j g_j (s_kde_j + y) + ..., linear in g; Scott-rule KDE is the point
+    g = e_Scott (report section 3: attention can be exactly a KDE). The gates may also depend linearly
+    on each query's scalar KDE features and log n (slopes): k = F (F + 3) unknowns, one k x k solve
+    per d and head. Held-out batches then decide, per d and head, between that fit and constant gates."""
     nf = len(net.config.kde_factors)
     k = nf * (nf + 3)  # unknowns per d: a constant and nf + 2 slopes for each of the nf gates
-    _LOG_2PI = math.log(2 * math.pi)
     for d in range(1, net.config.max_dim + 1):
         # Statistics of the fit (loss-weighted) and of a held-out check (pooled in-distribution error,
         # as the benchmark scores it): ("fit"|"check", kind) -> [normal matrix, rhs, constant].
@@ -153,10 +150,7 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
             part = "fit" if batch < batches else "check"
             task = sample_task(cfg, net.config.max_dim, g, dim=d)
             y = task["y"]
-            if use_network:
-                log_p, score = net(task["x"], y)
-            else:
-                log_p, score = -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI, -y
+            log_p, score = gaussian_fit_log_density(y), -y  # a fresh network's prediction
             bw = net._bandwidths(task["n"], d, y).expand(y.shape[0], -1)
             log_kde, score_kde = isotropic_kde(y, task["x"], bw)
             score_f, log_f = net.kde_residual_features(y, log_kde, score_kde)
