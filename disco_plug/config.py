@@ -21,6 +21,9 @@ class ModelConfig:
     whiten_eps: ridge added to the covariance eigenvalues, relative to their mean.
     gate_max_n: the KDE gates depend on log n up to this n and stay fixed beyond it (no extrapolation
         past the sizes they were fitted on); the KDE features themselves keep sharpening with n.
+    mixture_penalties: one gated skip per entry, a Gaussian mixture fitted to the context by EM whose
+        number of components minimizes -2 log L + penalty * log n * parameters (1.0 is BIC; see
+        mixture.py); empty for none.
     """
 
     max_dim: int = 100
@@ -32,6 +35,7 @@ class ModelConfig:
     context_keys: int = 1024
     whiten_eps: float = 1e-6
     gate_max_n: int = 4096  # the gates' log n feature is capped here: the largest n of their fit
+    mixture_penalties: tuple[float, ...] = (1.0, 0.3)
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -39,6 +43,9 @@ class ModelConfig:
         if not (self.max_dim >= 1 and self.depth >= 1 and self.context_keys >= 2):
             raise ValueError(f"invalid model config {self}")
         object.__setattr__(self, "kde_factors", tuple(float(f) for f in self.kde_factors))
+        object.__setattr__(self, "mixture_penalties", tuple(float(p) for p in self.mixture_penalties))
+        if not all(p > 0 for p in self.mixture_penalties):
+            raise ValueError(f"mixture_penalties must be positive, got {self.mixture_penalties}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .kde import isotropic_kde, scott_factor
+from .mixture import Mixture, fit_mixtures, mixture_log_density_and_score
 
 __all__ = ["DiScoFormer", "ContextCache", "gaussian_fit_log_density"]
 
@@ -47,6 +48,18 @@ class ContextCache(NamedTuple):
     points: Tensor  # (B, n, d) whitened context
     keys: tuple[Tensor, ...]  # per layer (B, H, n, hd)
     values: tuple[Tensor, ...]  # per layer (B, H, n, hd)
+    mixtures: tuple[Mixture, ...] = ()  # EM fits of the context, one per config.mixture_penalties
+
+
+class SkipFeatures(NamedTuple):
+    """The gated skips at a batch of queries and what their gates depend on."""
+
+    scalars: Tensor  # (B, m, F + 1) token scalars of the KDE features (embedding input)
+    score_kde: Tensor  # (B, m, F, d) KDE scores (embedding input)
+    bandwidths: Tensor  # (F,)
+    score: Tensor  # (B, m, S, d) skip scores minus the Gaussian fit's
+    log_density: Tensor  # (B, m, S) skip log-densities minus the Gaussian fit's
+    phi: Tensor  # (B, m, G) gate features
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -104,6 +117,8 @@ class DiScoFormer(nn.Module):
         super().__init__()
         c = self.config = config or ModelConfig()
         nf = len(c.kde_factors)
+        ns = self.num_skips  # gated skips: one per KDE bandwidth, then one per fitted mixture
+        ng = self.num_gate_features
         self.point_embed = nn.Parameter(torch.randn(c.max_dim, c.width) * 0.3)
         self.kde_embed = nn.Parameter(torch.randn(nf, c.max_dim, c.width) * 0.3)
         self.scalar_embed = nn.Linear(nf + 1, c.width)
@@ -111,20 +126,30 @@ class DiScoFormer(nn.Module):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.width)
         self.score_out = nn.Linear(c.width, c.max_dim)
-        self.gate_out = nn.Linear(c.width, nf)
+        self.gate_out = nn.Linear(c.width, ns)
         self.logp_out = nn.Sequential(nn.Linear(c.width, c.width), nn.GELU(), nn.Linear(c.width, 1))
         # Per-dimension KDE blend weights (score and log-density), fitted by least squares before
         # training (train.fit_kde_gates); registered last so older checkpoints keep their indices.
-        self.logp_gate_out = nn.Linear(c.width, nf)
-        self.gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, nf))
-        self.logp_gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, nf))
+        self.logp_gate_out = nn.Linear(c.width, ns)
+        self.gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, ns))
+        self.logp_gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, ns))
         # ... and their linear dependence on each query's scalar KDE features and on log n
         # (query-adaptive bandwidth selection, also fitted by least squares).
-        self.gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, nf + 2, nf))
-        self.logp_gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, nf + 2, nf))
+        self.gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, ng, ns))
+        self.logp_gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, ng, ns))
         for layer in (self.score_out, self.gate_out, self.logp_out[-1], self.logp_gate_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+    @property
+    def num_skips(self) -> int:
+        """Gated skips: one per KDE bandwidth, then one per fitted mixture."""
+        return len(self.config.kde_factors) + len(self.config.mixture_penalties)
+
+    @property
+    def num_gate_features(self) -> int:
+        """What the gate slopes multiply: F + 1 token scalars, log n, and one scalar per mixture."""
+        return len(self.config.kde_factors) + 2 + len(self.config.mixture_penalties)
 
     # -- features ---------------------------------------------------------------------------------
     def _bandwidths(self, n_centres: int, d: int, like: Tensor) -> Tensor:
@@ -154,11 +179,15 @@ class DiScoFormer(nn.Module):
         return h + self.scalar_embed(scalars) + self.dim_embed.weight[d]
 
     # -- context and queries ----------------------------------------------------------------------
-    def encode(self, x: Tensor) -> ContextCache:
-        """Encode a whitened context (B, n, d) once: per-layer keys and values of every point."""
+    def encode(self, x: Tensor, *, layers: bool = True) -> ContextCache:
+        """Encode a whitened context (B, n, d) once: the mixture fits of `config.mixture_penalties` and
+        per-layer keys and values of every point (skipped with layers=False: the gated skips only)."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
+        mixtures = fit_mixtures(x, self.config.mixture_penalties) if self.config.mixture_penalties else ()
+        if not layers or self._body_is_inert():
+            return ContextCache(x, (), (), mixtures)
         key_index = None
         if n > self.config.context_keys:
             gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
@@ -174,31 +203,60 @@ class DiScoFormer(nn.Module):
             h, k, v = block.context(h, key_index, update=i < len(self.blocks) - 1)
             keys.append(k.contiguous())  # not views into qkv: the queries' attention reads them
             values.append(v.contiguous())  # ~2x faster, and the unused q part is freed
-        return ContextCache(x, tuple(keys), tuple(values))
+        return ContextCache(x, tuple(keys), tuple(values), mixtures)
 
-    def query(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d)."""
+    def skip_features(self, cache: ContextCache, y: Tensor) -> SkipFeatures:
+        """The gated skips at whitened queries y (B, m, d): KDE at each bandwidth, then each mixture."""
         b, n, d = cache.points.shape
         bw = self._bandwidths(n, d, y)
         log_kde, score_kde = isotropic_kde(y, cache.points, bw.expand(b, -1))
         scalars = self.token_scalars(y, log_kde)  # (B, m, F + 1): embedding input and gate features
-        h = self._embed(y, scalars, score_kde, bw)
+        score_f, log_f = self.kde_residual_features(y, log_kde, score_kde)  # (B, m, F, d), (B, m, F)
+        phi = [self.gate_features(scalars, n)]
+        if cache.mixtures:
+            mix = [mixture_log_density_and_score(m, y) for m in cache.mixtures]
+            log_mix = torch.stack([lp for lp, _ in mix], -1)  # (B, m, M)
+            score_mix = torch.stack([sc for _, sc in mix], -2)  # (B, m, M, d)
+            mix_score_f, mix_log_f = self.kde_residual_features(y, log_mix, score_mix)
+            score_f, log_f = torch.cat([score_f, mix_score_f], -2), torch.cat([log_f, mix_log_f], -1)
+            phi.append((mix_log_f / d).clamp(-20, 20))
+        return SkipFeatures(scalars, score_kde, bw, score_f, log_f, torch.cat(phi, -1))
+
+    def query(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d)."""
+        d = y.shape[-1]
+        f = self.skip_features(cache, y)
+        gates = self.gate_base[d] + f.phi @ self.gate_slope[d]  # (B, m, S)
+        log_gates = self.logp_gate_base[d] + f.phi @ self.logp_gate_slope[d]
+        score = -y + (gates[..., None] * f.score).sum(-2)
+        log_p = gaussian_fit_log_density(y) + (log_gates * f.log_density).sum(-1)
+        if not cache.keys:  # an inert body (see _body_is_inert) adds exactly zero
+            if not self._body_is_inert():
+                raise ValueError("this context cache was encoded without the transformer layers; encode it again")
+            return log_p, score
+        h = self._embed(y, f.scalars, f.score_kde, f.bandwidths)
         for block, k, v in zip(self.blocks, cache.keys, cache.values):
             h = block.query(h, k, v)
         h = self.norm(h)
-        gauss = gaussian_fit_log_density(y)  # (B, m)
-        score_f, log_f = self.kde_residual_features(y, log_kde, score_kde)
-        phi = self.gate_features(scalars, n)  # (B, m, F + 2)
-        gates = self.gate_out(h) + self.gate_base[d] + phi @ self.gate_slope[d]  # (B, m, F)
-        log_gates = self.logp_gate_out(h) + self.logp_gate_base[d] + phi @ self.logp_gate_slope[d]
-        score = -y + (gates[..., None] * score_f).sum(-2) + self.score_out(h)[..., :d]
-        log_p = gauss + (log_gates * log_f).sum(-1) + d * self.logp_out(h)[..., 0]
-        return log_p, score
+        gate_h = (self.gate_out(h)[..., None] * f.score).sum(-2)
+        log_gate_h = (self.logp_gate_out(h) * f.log_density).sum(-1)
+        return log_p + log_gate_h + d * self.logp_out(h)[..., 0], score + gate_h + self.score_out(h)[..., :d]
+
+    def _body_is_inert(self) -> bool:
+        """True when every head that reads the transformer body is exactly zero and nothing is being
+        trained: the body's output is then multiplied by zero, so encode and query skip it (the result
+        is identical). This is the case for the least-squares start (train.fit_kde_gates) at inference;
+        while parameters take gradients (training, test-time adaptation) the body always runs."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return False
+        heads = (self.score_out, self.gate_out, self.logp_gate_out, self.logp_out[-1])
+        return not any(bool(p.any()) for layer in heads for p in layer.parameters())
 
     @staticmethod
     def kde_residual_features(y: Tensor, log_kde: Tensor, score_kde: Tensor) -> tuple[Tensor, Tensor]:
-        """What each gate multiplies: KDE minus Gaussian-fit score (B, m, F, d) and log-density
-        (B, m, F), the latter clamped to +-50 nats per dimension so a far query stays finite."""
+        """What each gate multiplies: a skip's score minus the Gaussian fit's (B, m, F, d) and its
+        log-density minus the Gaussian fit's (B, m, F), the latter clamped to +-50 nats per dimension
+        so a far query stays finite."""
         d = y.shape[-1]
         log_f = (log_kde - gaussian_fit_log_density(y)[..., None]).clamp(-50.0 * d, 50.0 * d)
         return score_kde + y[:, :, None], log_f

@@ -27,7 +27,6 @@ from torch import Tensor
 from .checkpoint import load_weights, save_weights
 from .config import ModelConfig
 from .gmm import random_gmm
-from .kde import isotropic_kde
 from .model import DiScoFormer, gaussian_fit_log_density
 from .whitening import fit_whitening
 
@@ -129,18 +128,19 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, task: dict, c
 
 @torch.no_grad()
 def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
-                  ridge: float = 1e-4) -> None:
-    """Start from the best KDE blend instead of from the Gaussian fit: for every d, weighted least
-    squares for the gate tables of a fresh network (zero-initialized heads, so its prediction is
-    exactly the Gaussian fit and only KDE features are computed).
+                  ridge: float = 1e-4, dims: range | None = None) -> None:
+    """Start from the best blend of the gated skips instead of from the Gaussian fit: for every d (all
+    of 1..max_dim unless `dims` is given), weighted least squares for the gate tables of a fresh
+    network (zero-initialized heads, so its prediction is exactly the Gaussian fit plus the skips).
 
-    The score is -y + sum_j g_j (s_kde_j + y) + ..., linear in g; Scott-rule KDE is the point
-    g = e_Scott (report section 3: attention can be exactly a KDE). The gates may also depend linearly
-    on each query's scalar KDE features and log n (slopes): k = F (F + 3) unknowns, one k x k solve
-    per d and head. Held-out batches then decide, per d and head, between that fit and constant gates."""
-    nf = len(net.config.kde_factors)
-    k = nf * (nf + 3)  # unknowns per d: a constant and nf + 2 slopes for each of the nf gates
-    for d in range(1, net.config.max_dim + 1):
+    The score is -y + sum_j g_j (s_j + y) + ..., linear in g, where s_j are the KDE scores at each
+    bandwidth and the fitted mixtures' scores; Scott-rule KDE is the point g = e_Scott (report
+    section 3: attention can be exactly a KDE). The gates may also depend linearly on each query's
+    scalar features and log n (slopes): S (G + 1) unknowns, one solve per d and head. Held-out
+    batches then decide, per d and head, between that fit and constant gates."""
+    ns, ng = net.num_skips, net.num_gate_features
+    k = ns * (ng + 1)  # unknowns per d: a constant and ng slopes for each of the ns gates
+    for d in dims or range(1, net.config.max_dim + 1):
         # Statistics of the fit (loss-weighted) and of a held-out check (pooled in-distribution error,
         # as the benchmark scores it): ("fit"|"check", kind) -> [normal matrix, rhs, constant].
         stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0]
@@ -151,11 +151,9 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
             task = sample_task(cfg, net.config.max_dim, g, dim=d)
             y = task["y"]
             log_p, score = gaussian_fit_log_density(y), -y  # a fresh network's prediction
-            bw = net._bandwidths(task["n"], d, y).expand(y.shape[0], -1)
-            log_kde, score_kde = isotropic_kde(y, task["x"], bw)
-            score_f, log_f = net.kde_residual_features(y, log_kde, score_kde)
-            phi = net.gate_features(net.token_scalars(y, log_kde), task["n"])
-            phi = torch.cat([torch.ones_like(phi[..., :1]), phi], dim=-1)  # (B, m, nf + 3)
+            f = net.skip_features(net.encode(task["x"], layers=False), y)
+            score_f, log_f = f.score, f.log_density
+            phi = torch.cat([torch.ones_like(f.phi[..., :1]), f.phi], dim=-1)  # (B, m, ng + 1)
             # gate j's coefficient p multiplies phi_p * feature_j: flatten (p, j) into k columns
             score_f = (phi[..., :, None, None] * score_f[..., None, :, :]).flatten(2, 3)  # (B, m, k, d)
             log_f = (phi[..., :, None] * log_f[..., None, :]).flatten(2, 3)  # (B, m, k)
@@ -181,11 +179,11 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
             # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
             a = normal + ridge * torch.diag(normal.diagonal().clamp_min(1e-30))
             full = torch.linalg.solve(a, rhs)
-            blend = torch.zeros_like(full)  # constant gates only (the per-d KDE blend)
-            blend[:nf] = torch.linalg.solve(a[:nf, :nf], rhs[:nf])
+            blend = torch.zeros_like(full)  # constant gates only (the per-d blend)
+            blend[:ns] = torch.linalg.solve(a[:ns, :ns], rhs[:ns])
             c_normal, c_rhs, c_const = stats[("check", kind)]
             check = [float(c @ c_normal @ c - 2 * c @ c_rhs + c_const) for c in (full, blend)]
-            coef = (full if check[0] <= check[1] else blend).reshape(nf + 3, nf).to(base.dtype)
+            coef = (full if check[0] <= check[1] else blend).reshape(ng + 1, ns).to(base.dtype)
             base[d] += coef[0]
             slope[d] += coef[1:]
 

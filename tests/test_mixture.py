@@ -1,0 +1,77 @@
+"""The EM mixture skip: closed-form checks against known mixtures."""
+
+import math
+
+import pytest
+import torch
+
+from disco_plug.gmm import GaussianMixture
+from disco_plug.mixture import fit_mixture, fit_mixtures, mixture_log_density_and_score
+
+TWO = GaussianMixture.from_components(
+    [0.4, 0.6], torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=torch.float64), [[0.5, 0.3], [0.8, 0.4]])
+
+
+def test_recovers_two_separated_components():
+    n = 4000
+    x = TWO.sample(n, generator=torch.Generator().manual_seed(0))  # (1, n, 2)
+    mix = fit_mixture(x)
+    assert int(mix.components) == 2
+    order = torch.argsort(mix.means[0, :2, 0])
+    means = mix.means[0, order]
+    # Each mean is estimated from >= 1600 points with sd <= 0.9: 5 standard errors is < 0.12.
+    torch.testing.assert_close(means, TWO.means[0].to(means.dtype), atol=0.12, rtol=0)
+    weights = torch.softmax(mix.log_norm[0, order] + torch.log(torch.diagonal(mix.prec_chol[0, order], dim1=-2,
+                                                                               dim2=-1)).sum(-1).neg(), -1)
+    # Binomial standard error of a weight at n = 4000 is 0.008: 5 of them.
+    torch.testing.assert_close(weights, torch.tensor([0.4, 0.6], dtype=weights.dtype), atol=0.04, rtol=0)
+
+
+def test_score_is_the_gradient_of_the_log_density():
+    x = TWO.sample(500, generator=torch.Generator().manual_seed(1))
+    mix = fit_mixture(x)
+    y = torch.randn(1, 40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    log_p, score = mixture_log_density_and_score(mix, y)
+    (grad,) = torch.autograd.grad(log_p.sum(), y)
+    torch.testing.assert_close(score, grad, atol=1e-10, rtol=1e-10)
+
+
+def test_density_integrates_to_one():
+    mix = fit_mixture(TWO.sample(800, generator=torch.Generator().manual_seed(3)))
+    axis = torch.linspace(-10.0, 10.0, 801, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(1, -1, 2)
+    mass = mixture_log_density_and_score(mix, grid)[0].exp().sum() * (axis[1] - axis[0]) ** 2
+    assert abs(float(mass) - 1.0) < 1e-4
+
+
+def test_bic_picks_one_component_for_gaussian_data():
+    x = torch.randn(4, 2000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert fit_mixture(x).components.tolist() == [1, 1, 1, 1]
+
+
+def test_smaller_penalty_never_picks_fewer_components():
+    x = GaussianMixture.from_components([0.2, 0.3, 0.5], torch.tensor([[-2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]),
+                                        [[0.6, 0.6], [0.6, 0.6], [0.6, 0.6]]).sample(
+        300, generator=torch.Generator().manual_seed(5))
+    bic, loose = fit_mixtures(x, (1.0, 0.3))
+    assert int(loose.components) >= int(bic.components) >= 1
+
+
+def test_order_of_the_points_does_not_matter():
+    x = TWO.sample(600, generator=torch.Generator().manual_seed(6))
+    perm = torch.randperm(600, generator=torch.Generator().manual_seed(7))
+    y = torch.linspace(-4, 4, 30, dtype=torch.float64)[:, None].expand(30, 2)[None].contiguous()
+    a = mixture_log_density_and_score(fit_mixture(x), y)
+    b = mixture_log_density_and_score(fit_mixture(x[:, perm]), y)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, atol=1e-8, rtol=1e-8)
+
+
+@pytest.mark.parametrize("n,d", [(5, 4), (30, 10)])
+def test_few_points_in_high_dimension_stay_finite(n, d):
+    x = torch.randn(2, n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    mix = fit_mixture(x)
+    assert bool((mix.components <= max(1, n // (d + 1))).all())
+    log_p, score = mixture_log_density_and_score(mix, 10 * x)
+    assert torch.isfinite(log_p).all() and torch.isfinite(score).all()
+    assert math.isfinite(float(log_p.sum()))
