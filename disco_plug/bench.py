@@ -178,7 +178,8 @@ def run_accuracy(weights: str | None, quick: bool, out_dir: Path, seed: int = 20
     meta = read_metadata(path)
     stats = json.loads(meta.get("stats", "{}"))
     cost = (f"{meta.get('step', '?')} steps, {stats.get('tokens_seen', 0):.3g} tokens (context + query points), "
-            f"{stats.get('train_hours', 0):.2f} h on {stats.get('hardware', 'unknown')}") if stats else "unknown"
+            f"{stats.get('train_hours', 0):.2f} h on {stats.get('hardware', 'unknown')}"
+            + (f"; {stats['method']}" if "method" in stats else "")) if stats else "unknown"
     rows = [r for r in ROWS if (not quick or r.name in QUICK) and (not only or any(o in r.name for o in only.split(",")))]
     t0 = time.time()
     results = []

@@ -24,6 +24,9 @@ class ModelConfig:
     mixture_penalties: one gated skip per entry, a Gaussian mixture fitted to the context by EM whose
         number of components minimizes -2 log L + penalty * log n * parameters (1.0 is BIC; see
         mixture.py); empty for none.
+    t_mixture_penalties: the same for mixtures of Student-t components with fitted degrees of freedom
+        (heavy tails where the data have them, Gaussian components where they do not). The last mixture
+        is the reference that KDE skips hand over to far from the data.
     """
 
     max_dim: int = 100
@@ -36,6 +39,7 @@ class ModelConfig:
     whiten_eps: float = 1e-6
     gate_max_n: int = 4096  # the gates' log n feature is capped here: the largest n of their fit
     mixture_penalties: tuple[float, ...] = (1.0, 0.3)
+    t_mixture_penalties: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -43,9 +47,11 @@ class ModelConfig:
         if not (self.max_dim >= 1 and self.depth >= 1 and self.context_keys >= 2):
             raise ValueError(f"invalid model config {self}")
         object.__setattr__(self, "kde_factors", tuple(float(f) for f in self.kde_factors))
-        object.__setattr__(self, "mixture_penalties", tuple(float(p) for p in self.mixture_penalties))
-        if not all(p > 0 for p in self.mixture_penalties):
-            raise ValueError(f"mixture_penalties must be positive, got {self.mixture_penalties}")
+        for name in ("mixture_penalties", "t_mixture_penalties"):
+            penalties = tuple(float(p) for p in getattr(self, name))
+            object.__setattr__(self, name, penalties)
+            if not all(p > 0 for p in penalties):
+                raise ValueError(f"{name} must be positive, got {penalties}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

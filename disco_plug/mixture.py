@@ -1,6 +1,6 @@
-"""A Gaussian-mixture fit of the context by EM, grown by splitting: the network's parametric skip.
+"""A mixture fit of the context by EM, grown by splitting: the network's parametric skip.
 
-One EM iteration for a Gaussian mixture is two softmax attentions (points over components for the
+One EM iteration for a mixture is two softmax attentions (points over components for the
 responsibilities, components over points for the means and covariances): the slot-attention view of
 soft clustering (Locatello et al. 2020, "Object-Centric Learning with Slot Attention"). The network
 gets the fitted mixture's log-density and score as one more gated skip next to the KDE ones, so it can
@@ -12,13 +12,19 @@ algorithm for mixture models", and the binary splitting of Linde, Buzo & Gray 19
   principal variance along its principal axis (mu +- sqrt(lambda) v / 2), then runs `iters` EM steps.
 - Covariances are shrunk towards the pooled within-component covariance with `prior` pseudo-points
   (a conjugate-prior MAP estimate), plus a floor, so small components in high d stay well posed.
+- With heavy_tails, components are multivariate Student-t (robust mixture modelling, Peel & McLachlan
+  2000, "Robust mixture modelling using the t distribution"): each E-step also gives every point a
+  scale weight u = (nu + d) / (nu + delta) (delta its Mahalanobis distance), the M-step weights means
+  and scatters by it, and each component's degrees of freedom nu are chosen on a grid by the expected
+  log-likelihood, a finite nu paying BIC's price for one parameter (an ECM step, Liu & Rubin 1995). The grid ends with the Gaussian (nu = infinity), so
+  Gaussian data keep Gaussian components while heavy-tailed data get tails that decay polynomially.
 - The number of components is chosen per context by a penalized likelihood: -2 log L + penalty * p,
-  where p counts weights, means and the covariances' effective degrees of freedom (shrinkage lowers them).
-  penalty = log n is BIC (Schwarz 1978); penalty = 2 is AIC (Akaike 1974).
+  where p counts weights, means, the degrees of freedom of heavy-tailed components and the
+  covariances' effective parameters (shrinkage lowers them). penalty = log n is BIC (Schwarz 1978); penalty = 2 is AIC (Akaike 1974).
 - The selected mixture gets `final_iters` more EM steps.
 
 Deterministic and free of random draws: the same set of points gives the same fit in any order.
-Everything is batched over B contexts; memory is O(B n d) (components are looped over).
+Everything is batched over B contexts; memory is O(B n K + B K d^2) (components are looped over).
 """
 
 from __future__ import annotations
@@ -33,17 +39,22 @@ __all__ = ["Mixture", "fit_mixture", "fit_mixtures", "mixture_log_density_and_sc
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _VAR_FLOOR = 1e-4  # covariance floor in whitened units (the context's total covariance is I)
+GAUSSIAN_DOF = 1e6  # degrees of freedom that stand for a Gaussian component (exact Gaussian formulas)
+DOF_GRID = (1.5, 2.0, 3.0, 5.0, 8.0, 15.0, 30.0, GAUSSIAN_DOF)  # the heavy-tailed fit's choices of nu
 
 
 class Mixture(NamedTuple):
     """A batch of fitted mixtures, padded to K components (unused ones have log_norm = -inf).
 
-    log N_k(y) + log w_k = log_norm_k - |(y - mu_k) @ prec_chol_k|^2 / 2, and the precision is
-    prec_chol_k @ prec_chol_k^T."""
+    log w_k + log p_k(y) = log_norm_k + kernel(delta_k(y), nu_k) with the Mahalanobis distance
+    delta_k(y) = |(y - mu_k) @ prec_chol_k|^2, the precision prec_chol_k @ prec_chol_k^T, and
+    kernel = -delta / 2 for a Gaussian (nu_k = GAUSSIAN_DOF), -(nu + d) / 2 log(1 + delta / nu) for a
+    Student-t component."""
 
-    log_norm: Tensor  # (B, K): log w_k + log det(prec_chol_k) - d/2 log 2 pi
+    log_norm: Tensor  # (B, K): log w_k + log det(prec_chol_k) + log normalizer of p_k
     means: Tensor  # (B, K, d)
     prec_chol: Tensor  # (B, K, d, d), upper triangular
+    dof: Tensor  # (B, K) degrees of freedom nu_k (GAUSSIAN_DOF: Gaussian)
 
     @property
     def components(self) -> Tensor:
@@ -51,25 +62,59 @@ class Mixture(NamedTuple):
         return torch.isfinite(self.log_norm).sum(-1)
 
 
-def _joint(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """log w_k + log N(x_i; mu_k, cov_k) as (B, n, K), with the precision Cholesky factors and log norms."""
+def _log_const(dof: Tensor, d: int) -> Tensor:
+    """Log normalizer of a unit-scale d-dimensional Student-t with dof degrees of freedom (Gaussian at
+    GAUSSIAN_DOF)."""
+    t = torch.lgamma((dof + d) / 2) - torch.lgamma(dof / 2) - 0.5 * d * torch.log(dof * math.pi)
+    return torch.where(dof >= GAUSSIAN_DOF, torch.full_like(dof, -0.5 * d * _LOG_2PI), t)
+
+
+def _kernel(delta: Tensor, dof: Tensor, d: int) -> Tensor:
+    """log of the unnormalized density at Mahalanobis distance delta (both branches stay finite)."""
+    return torch.where(dof >= GAUSSIAN_DOF, -0.5 * delta, -0.5 * (dof + d) * torch.log1p(delta / dof))
+
+
+def _scale_weight(delta: Tensor, dof: Tensor, d: int) -> Tensor:
+    """u = (nu + d) / (nu + delta): the E-step's scale weight and the factor on a t component's score."""
+    return torch.where(dof >= GAUSSIAN_DOF, torch.ones_like(delta), (dof + d) / (dof + delta))
+
+
+def _joint(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor,
+           dof: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """log w_k + log p_k(x_i) as (B, n, K), the Mahalanobis distances (B, n, K), the precision
+    Cholesky factors and the log norms."""
     d = x.shape[-1]
     chol = torch.linalg.cholesky(cov)  # (B, K, d, d) lower
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     prec_chol = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).transpose(-1, -2)
-    log_norm = log_w - torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1) - 0.5 * d * _LOG_2PI
-    joint = torch.stack([log_norm[:, k, None] - 0.5 * (((x - means[:, k, None]) @ prec_chol[:, k]) ** 2).sum(-1)
-                         for k in range(means.shape[1])], dim=-1)
-    return joint, prec_chol, log_norm
+    log_norm = log_w - torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1) + _log_const(dof, d)
+    delta = torch.stack([(((x - means[:, k, None]) @ prec_chol[:, k]) ** 2).sum(-1)
+                         for k in range(means.shape[1])], dim=-1)  # (B, n, K)
+    return log_norm[:, None] + _kernel(delta, dof[:, None], d), delta, prec_chol, log_norm
 
 
-def _m_step(x: Tensor, resp: Tensor, active: Tensor, prior: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Weights, means, shrunk covariances and their effective covariance parameters per context."""
+def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy_tails: bool) -> Tensor:
+    """Per component, the grid's nu with the largest expected log-likelihood sum_i r_ik log t_nu (B, K),
+    a finite nu paying BIC's price of one parameter, log(n_k) / 2: Gaussian unless the tails earn it."""
+    if not heavy_tails:
+        return torch.full_like(resp[:, 0], GAUSSIAN_DOF)
+    grid = torch.tensor(DOF_GRID, dtype=resp.dtype, device=resp.device)  # (G,)
+    ll = torch.stack([(resp * (_log_const(g, d) + _kernel(delta, g, d))).sum(1) for g in grid], -1)  # (B, K, G)
+    price = 0.5 * torch.log(resp.sum(1).clamp_min(1.0))  # (B, K)
+    ll = ll - torch.where(grid < GAUSSIAN_DOF, 1.0, 0.0) * price[..., None]
+    return grid[ll.argmax(-1)]
+
+
+def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor,
+            prior: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Weights, means, shrunk covariances and their effective covariance parameters per context, from
+    the responsibilities resp (B, n, K) and the scale weights (B, n, K) (ones for Gaussians)."""
     b, n, d = x.shape
     counts = resp.sum(1)  # (B, K)
     safe = counts.clamp_min(1e-10)
-    means = (resp.transpose(1, 2) @ x) / safe[..., None]  # (B, K, d)
-    scatter = torch.stack([((resp[:, :, k, None] * (x - means[:, k, None])).transpose(1, 2)
+    ru = resp * weight
+    means = (ru.transpose(1, 2) @ x) / ru.sum(1).clamp_min(1e-10)[..., None]  # (B, K, d)
+    scatter = torch.stack([((ru[:, :, k, None] * (x - means[:, k, None])).transpose(1, 2)
                             @ (x - means[:, k, None])) for k in range(means.shape[1])], dim=1)  # (B, K, d, d)
     pooled = scatter.sum(1) / n  # within-component covariance
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
@@ -80,19 +125,26 @@ def _m_step(x: Tensor, resp: Tensor, active: Tensor, prior: float) -> tuple[Tens
     return log_w, means, cov, cov_dof
 
 
-def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, active: Tensor, prior: float,
-        iters: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, active: Tensor, prior: float,
+        iters: int, heavy_tails: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`iters` EM steps; returns the parameters, the effective covariance dof and log-likelihood (B,)."""
+    d = x.shape[-1]
     cov_dof = torch.zeros_like(log_w[:, 0])
     for _ in range(iters):
-        joint, _, _ = _joint(x, log_w, means, cov)
+        joint, delta, _, _ = _joint(x, log_w, means, cov, dof)
         resp = torch.softmax(joint, dim=-1)
-        log_w, means, cov, cov_dof = _m_step(x, resp, active, prior)
-    joint, _, _ = _joint(x, log_w, means, cov)
-    return log_w, means, cov, cov_dof, torch.logsumexp(joint, dim=-1).sum(-1)
+        dof = torch.where(active, _choose_dof(resp, delta, d, heavy_tails), dof)
+        log_w, means, cov, cov_dof = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, prior)
+    joint, _, _, _ = _joint(x, log_w, means, cov, dof)
+    return log_w, means, cov, dof, cov_dof, torch.logsumexp(joint, dim=-1).sum(-1)
 
 
-def _split(log_w: Tensor, means: Tensor, cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _tails(dof: Tensor) -> Tensor:
+    """Parameters spent on tails: one per heavy-tailed (finite nu) component, (B,)."""
+    return (dof < GAUSSIAN_DOF).sum(-1).to(dof.dtype)
+
+
+def _split(log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Split, in every context, the component with the largest weight x principal variance."""
     evals, evecs = torch.linalg.eigh(cov)  # ascending
     lam, v = evals[..., -1], evecs[..., -1]  # (B, K), (B, K, d)
@@ -105,7 +157,7 @@ def _split(log_w: Tensor, means: Tensor, cov: Tensor) -> tuple[Tensor, Tensor, T
     new_mean = means[rows, pick] - offset
     means[rows, pick] = means[rows, pick] + offset
     return (torch.cat([log_w, half[:, None]], 1), torch.cat([means, new_mean[:, None]], 1),
-            torch.cat([cov, cov[rows, pick][:, None]], 1))
+            torch.cat([cov, cov[rows, pick][:, None]], 1), torch.cat([dof, dof[rows, pick][:, None]], 1))
 
 
 def _pad(t: Tensor, k: int, value: float) -> Tensor:
@@ -121,13 +173,15 @@ def _pad(t: Tensor, k: int, value: float) -> Tensor:
 
 
 def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_components: int = 10, *,
-                 iters: int = 8, final_iters: int = 12, prior: float | None = None) -> tuple[Mixture, ...]:
-    """Fit Gaussian mixtures to each context x (B, n, d) by EM with splitting (module docstring), one
-    per model-choice penalty; the splitting path is shared, only the choice of K differs.
+                 heavy_tails: bool = False, iters: int = 8, final_iters: int = 12,
+                 prior: float | None = None) -> tuple[Mixture, ...]:
+    """Fit mixtures to each context x (B, n, d) by EM with splitting (module docstring), one per
+    model-choice penalty; the splitting path is shared, only the choice of K differs.
 
     penalties: per-parameter penalty of the model choice in units of log n: 1.0 is BIC (Schwarz 1978),
         about 2 / log n is AIC (Akaike 1974).
     max_components: largest K tried; also at most n // (d + 1), so every component has data.
+    heavy_tails: Student-t components with fitted degrees of freedom (Gaussian ones if False).
     prior: covariance shrinkage pseudo-points (default d + 2).
     Computed in float64 without gradients; returns float64 tensors."""
     b, n, d = x.shape
@@ -138,28 +192,34 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
     ones = torch.ones(b, n, 1, dtype=x64.dtype, device=x.device)
     active = torch.ones(b, 1, dtype=torch.bool, device=x.device)
     with torch.no_grad():
-        log_w, means, cov, cov_dof = _m_step(x64, ones, active, prior)
-        _, _, _, _, loglik = _em(x64, log_w, means, cov, active, prior, 0)
-        start = [_pad(log_w, k_max, -math.inf), _pad(means, k_max, 0.0), _pad(cov, k_max, 1.0)]
-        crits = [-2 * loglik + pen * (d + cov_dof) for pen in pens]
+        log_w, means, cov, cov_dof = _m_step(x64, ones, ones, active, prior)
+        dof = torch.full_like(log_w, GAUSSIAN_DOF)
+        log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior,
+                                                      iters if heavy_tails else 0, heavy_tails)
+        state = (log_w, means, cov, dof)
+        fills = (-math.inf, 0.0, 1.0, GAUSSIAN_DOF)
+        start = [_pad(t, k_max, f) for t, f in zip(state, fills)]
+        crits = [-2 * loglik + pen * (d + _tails(dof) + cov_dof) for pen in pens]
         bests = [list(start) for _ in pens]
         for k in range(2, k_max + 1):
-            log_w, means, cov = _split(log_w, means, cov)
+            log_w, means, cov, dof = _split(log_w, means, cov, dof)
             active = torch.ones(b, k, dtype=torch.bool, device=x.device)
-            log_w, means, cov, cov_dof, loglik = _em(x64, log_w, means, cov, active, prior, iters)
-            padded = (_pad(log_w, k_max, -math.inf), _pad(means, k_max, 0.0), _pad(cov, k_max, 1.0))
+            log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior, iters,
+                                                          heavy_tails)
+            padded = [_pad(t, k_max, f) for t, f in zip((log_w, means, cov, dof), fills)]
             for j, pen in enumerate(pens):
-                c = -2 * loglik + pen * (k - 1 + k * d + cov_dof)
+                c = -2 * loglik + pen * (k - 1 + k * d + _tails(dof) + cov_dof)
                 better = c < crits[j]
                 crits[j] = torch.where(better, c, crits[j])
                 for i, t in enumerate(padded):
                     bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])
         out = []
-        for log_w, means, cov in bests:
-            if k_max > 1 and final_iters:
-                log_w, means, cov, _, _ = _em(x64, log_w, means, cov, torch.isfinite(log_w), prior, final_iters)
-            _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov)
-            out.append(Mixture(log_norm, means, prec_chol))
+        for log_w, means, cov, dof in bests:
+            if final_iters and (k_max > 1 or heavy_tails):
+                log_w, means, cov, dof, _, _ = _em(x64, log_w, means, cov, dof, torch.isfinite(log_w), prior,
+                                                   final_iters, heavy_tails)
+            _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
+            out.append(Mixture(log_norm, means, prec_chol, dof))
     return tuple(out)
 
 
@@ -168,16 +228,23 @@ def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **
     return fit_mixtures(x, (penalty,), max_components, **kwargs)[0]
 
 
-def mixture_log_density_and_score(mix: Mixture, y: Tensor) -> tuple[Tensor, Tensor]:
-    """log p(y) (B, m) and its gradient (B, m, d) of fitted mixtures at points y (B, m, d), in y's dtype."""
+def mixture_log_density_and_score(mix: Mixture, y: Tensor, *,
+                                  with_distance: bool = False) -> tuple[Tensor, ...]:
+    """log p(y) (B, m) and its gradient (B, m, d) of fitted mixtures at points y (B, m, d), in y's dtype;
+    with_distance also returns each point's Mahalanobis distance to its nearest component (B, m)."""
     y64 = y.to(mix.means.dtype)
-    joint, grads = [], []
+    d = y.shape[-1]
+    joint, grads, deltas = [], [], []
     for k in range(mix.means.shape[1]):
         z = (y64 - mix.means[:, k, None]) @ mix.prec_chol[:, k]  # (B, m, d)
-        joint.append(mix.log_norm[:, k, None] - 0.5 * (z * z).sum(-1))
-        grads.append(-(z @ mix.prec_chol[:, k].transpose(-1, -2)))
+        delta, dof = (z * z).sum(-1), mix.dof[:, k, None]
+        joint.append(mix.log_norm[:, k, None] + _kernel(delta, dof, d))
+        grads.append(-_scale_weight(delta, dof, d)[..., None] * (z @ mix.prec_chol[:, k].transpose(-1, -2)))
+        deltas.append(torch.where(torch.isfinite(mix.log_norm[:, k, None]), delta, torch.full_like(delta, math.inf)))
     joint_t = torch.stack(joint, -1)  # (B, m, K)
     log_p = torch.logsumexp(joint_t, -1)
     resp = torch.softmax(joint_t, -1)
     score = (resp[..., None] * torch.stack(grads, -2)).sum(-2)
+    if with_distance:
+        return log_p.to(y.dtype), score.to(y.dtype), torch.stack(deltas, -1).amin(-1).to(y.dtype)
     return log_p.to(y.dtype), score.to(y.dtype)

@@ -48,17 +48,20 @@ class ContextCache(NamedTuple):
     points: Tensor  # (B, n, d) whitened context
     keys: tuple[Tensor, ...]  # per layer (B, H, n, hd)
     values: tuple[Tensor, ...]  # per layer (B, H, n, hd)
-    mixtures: tuple[Mixture, ...] = ()  # EM fits of the context, one per config.mixture_penalties
+    mixtures: tuple[Mixture, ...] = ()  # EM fits: config.mixture_penalties, then t_mixture_penalties
 
 
 class SkipFeatures(NamedTuple):
-    """The gated skips at a batch of queries and what their gates depend on."""
+    """The gated skips at a batch of queries and what their gates depend on. The prediction with all
+    gates zero is (base_log_density, base_score); gate j adds g_j times feature j."""
 
     scalars: Tensor  # (B, m, F + 1) token scalars of the KDE features (embedding input)
     score_kde: Tensor  # (B, m, F, d) KDE scores (embedding input)
     bandwidths: Tensor  # (F,)
-    score: Tensor  # (B, m, S, d) skip scores minus the Gaussian fit's
-    log_density: Tensor  # (B, m, S) skip log-densities minus the Gaussian fit's
+    base_score: Tensor  # (B, m, d)
+    base_log_density: Tensor  # (B, m)
+    score: Tensor  # (B, m, S, d) skip features of the score
+    log_density: Tensor  # (B, m, S) skip features of the log-density
     phi: Tensor  # (B, m, G) gate features
 
 
@@ -137,6 +140,10 @@ class DiScoFormer(nn.Module):
         # (query-adaptive bandwidth selection, also fitted by least squares).
         self.gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, ng, ns))
         self.logp_gate_slope = nn.Parameter(torch.zeros(c.max_dim + 1, ng, ns))
+        # The range of the gate features seen in that fit, per d: the features are clamped to it so a
+        # query unlike any of the fit (a far tail point) never extrapolates the linear gates.
+        self.gate_feature_lo = nn.Parameter(torch.full((c.max_dim + 1, ng), -1e4))
+        self.gate_feature_hi = nn.Parameter(torch.full((c.max_dim + 1, ng), 1e4))
         for layer in (self.score_out, self.gate_out, self.logp_out[-1], self.logp_gate_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -144,12 +151,17 @@ class DiScoFormer(nn.Module):
     @property
     def num_skips(self) -> int:
         """Gated skips: one per KDE bandwidth, then one per fitted mixture."""
-        return len(self.config.kde_factors) + len(self.config.mixture_penalties)
+        return len(self.config.kde_factors) + self.num_mixtures
 
     @property
     def num_gate_features(self) -> int:
         """What the gate slopes multiply: F + 1 token scalars, log n, and one scalar per mixture."""
-        return len(self.config.kde_factors) + 2 + len(self.config.mixture_penalties)
+        return len(self.config.kde_factors) + 2 + self.num_mixtures
+
+    @property
+    def num_mixtures(self) -> int:
+        """Mixture fits of each context: Gaussian ones, then Student-t ones."""
+        return len(self.config.mixture_penalties) + len(self.config.t_mixture_penalties)
 
     # -- features ---------------------------------------------------------------------------------
     def _bandwidths(self, n_centres: int, d: int, like: Tensor) -> Tensor:
@@ -185,7 +197,10 @@ class DiScoFormer(nn.Module):
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
-        mixtures = fit_mixtures(x, self.config.mixture_penalties) if self.config.mixture_penalties else ()
+        c = self.config
+        mixtures = fit_mixtures(x, c.mixture_penalties) if c.mixture_penalties else ()
+        if c.t_mixture_penalties:
+            mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True)
         if not layers or self._body_is_inert():
             return ContextCache(x, (), (), mixtures)
         key_index = None
@@ -211,25 +226,42 @@ class DiScoFormer(nn.Module):
         bw = self._bandwidths(n, d, y)
         log_kde, score_kde = isotropic_kde(y, cache.points, bw.expand(b, -1))
         scalars = self.token_scalars(y, log_kde)  # (B, m, F + 1): embedding input and gate features
-        score_f, log_f = self.kde_residual_features(y, log_kde, score_kde)  # (B, m, F, d), (B, m, F)
-        phi = [self.gate_features(scalars, n)]
-        if cache.mixtures:
-            mix = [mixture_log_density_and_score(m, y) for m in cache.mixtures]
-            log_mix = torch.stack([lp for lp, _ in mix], -1)  # (B, m, M)
-            score_mix = torch.stack([sc for _, sc in mix], -2)  # (B, m, M, d)
-            mix_score_f, mix_log_f = self.kde_residual_features(y, log_mix, score_mix)
-            score_f, log_f = torch.cat([score_f, mix_score_f], -2), torch.cat([log_f, mix_log_f], -1)
-            phi.append((mix_log_f / d).clamp(-20, 20))
-        return SkipFeatures(scalars, score_kde, bw, score_f, log_f, torch.cat(phi, -1))
+        gauss = gaussian_fit_log_density(y)  # (B, m)
+        if not cache.mixtures:
+            score_f, log_f = self.kde_residual_features(y, log_kde, score_kde)  # (B, m, F, d), (B, m, F)
+            return SkipFeatures(scalars, score_kde, bw, -y, gauss, score_f, log_f, self.gate_features(scalars, n))
+        mix = [mixture_log_density_and_score(m, y) for m in cache.mixtures[:-1]]
+        ref_log, ref_score, ref_delta = mixture_log_density_and_score(cache.mixtures[-1], y, with_distance=True)
+        log_mix = torch.stack([lp for lp, _ in mix] + [ref_log], -1)  # (B, m, M)
+        score_mix = torch.stack([sc for _, sc in mix] + [ref_score], -2)  # (B, m, M, d)
+        # The reference mixture: the last one (heavy-tailed if configured). Where the context is too
+        # sparse for a KDE at bandwidth h (its density far below the mixture's, e.g. a tail query many
+        # bandwidths from every point), its score (nearest point - y) / h^2 is meaningless: that KDE skip
+        # hands over to the reference, smoothly. Far outside every component of the reference (squared
+        # Mahalanobis distance / d well beyond its chi-square range), the whole prediction does: the
+        # gates were fitted where there are data, and the mixture's tails are all there is to go on.
+        trust = torch.exp(((log_kde - ref_log[..., None]) / d + 1.0).clamp(max=0.0))  # (B, m, F) in (0, 1]
+        score_kde_t = trust[..., None] * score_kde + (1 - trust[..., None]) * ref_score[..., None, :]
+        log_kde_t = trust * log_kde + (1 - trust) * ref_log[..., None]
+        score_f, log_f = self.kde_residual_features(y, torch.cat([log_kde_t, log_mix], -1),
+                                                    torch.cat([score_kde_t, score_mix], -2))
+        phi = torch.cat([self.gate_features(scalars, n), (log_f[..., -log_mix.shape[-1]:] / d).clamp(-20, 20)], -1)
+        far_from = 2.0 + 3.0 * math.sqrt(2.0 / d)  # delta / d of a chi-square_d point 3 sd above its mean, + 1
+        near = torch.exp(-(ref_delta / d - far_from).clamp(min=0.0))  # (B, m): 1 inside, -> 0 far away
+        base_score = near[..., None] * -y + (1 - near[..., None]) * ref_score
+        base_log = near * gauss + (1 - near) * ref_log
+        return SkipFeatures(scalars, score_kde, bw, base_score, base_log, near[..., None, None] * score_f,
+                            near[..., None] * log_f, phi)
 
     def query(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
         """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d)."""
         d = y.shape[-1]
         f = self.skip_features(cache, y)
-        gates = self.gate_base[d] + f.phi @ self.gate_slope[d]  # (B, m, S)
-        log_gates = self.logp_gate_base[d] + f.phi @ self.logp_gate_slope[d]
-        score = -y + (gates[..., None] * f.score).sum(-2)
-        log_p = gaussian_fit_log_density(y) + (log_gates * f.log_density).sum(-1)
+        phi = torch.maximum(torch.minimum(f.phi, self.gate_feature_hi[d]), self.gate_feature_lo[d])
+        gates = self.gate_base[d] + phi @ self.gate_slope[d]  # (B, m, S)
+        log_gates = self.logp_gate_base[d] + phi @ self.logp_gate_slope[d]
+        score = f.base_score + (gates[..., None] * f.score).sum(-2)
+        log_p = f.base_log_density + (log_gates * f.log_density).sum(-1)
         if not cache.keys:  # an inert body (see _body_is_inert) adds exactly zero
             if not self._body_is_inert():
                 raise ValueError("this context cache was encoded without the transformer layers; encode it again")

@@ -27,7 +27,7 @@ from torch import Tensor
 from .checkpoint import load_weights, save_weights
 from .config import ModelConfig
 from .gmm import random_gmm
-from .model import DiScoFormer, gaussian_fit_log_density
+from .model import DiScoFormer
 from .whitening import fit_whitening
 
 
@@ -128,7 +128,7 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, task: dict, c
 
 @torch.no_grad()
 def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
-                  ridge: float = 1e-4, dims: range | None = None) -> None:
+                  ridge: float = 1e-4, dims: range | None = None) -> int:
     """Start from the best blend of the gated skips instead of from the Gaussian fit: for every d (all
     of 1..max_dim unless `dims` is given), weighted least squares for the gate tables of a fresh
     network (zero-initialized heads, so its prediction is exactly the Gaussian fit plus the skips).
@@ -137,7 +137,11 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
     bandwidth and the fitted mixtures' scores; Scott-rule KDE is the point g = e_Scott (report
     section 3: attention can be exactly a KDE). The gates may also depend linearly on each query's
     scalar features and log n (slopes): S (G + 1) unknowns, one solve per d and head. Held-out
-    batches then decide, per d and head, between that fit and constant gates."""
+    batches then decide, per d and head, between that fit and constant gates. The range of the gate
+    features over the fit batches is stored too: queries clamp their features to it.
+
+    Returns the number of points (context + queries) the fit read, its training cost in tokens."""
+    tokens = 0
     ns, ng = net.num_skips, net.num_gate_features
     k = ns * (ng + 1)  # unknowns per d: a constant and ng slopes for each of the ns gates
     for d in dims or range(1, net.config.max_dim + 1):
@@ -150,9 +154,14 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
             part = "fit" if batch < batches else "check"
             task = sample_task(cfg, net.config.max_dim, g, dim=d)
             y = task["y"]
-            log_p, score = gaussian_fit_log_density(y), -y  # a fresh network's prediction
+            tokens += task["x"].shape[0] * (task["x"].shape[1] + y.shape[1])
             f = net.skip_features(net.encode(task["x"], layers=False), y)
+            log_p, score = f.base_log_density, f.base_score  # a fresh network's prediction (zero gates)
             score_f, log_f = f.score, f.log_density
+            if part == "fit":
+                flat = f.phi.reshape(-1, ng)
+                lo = torch.minimum(lo, flat.min(0).values) if batch else flat.min(0).values
+                hi = torch.maximum(hi, flat.max(0).values) if batch else flat.max(0).values
             phi = torch.cat([torch.ones_like(f.phi[..., :1]), f.phi], dim=-1)  # (B, m, ng + 1)
             # gate j's coefficient p multiplies phi_p * feature_j: flatten (p, j) into k columns
             score_f = (phi[..., :, None, None] * score_f[..., None, :, :]).flatten(2, 3)  # (B, m, k, d)
@@ -186,6 +195,9 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
             coef = (full if check[0] <= check[1] else blend).reshape(ng + 1, ns).to(base.dtype)
             base[d] += coef[0]
             slope[d] += coef[1:]
+        net.gate_feature_lo[d] = lo.to(net.gate_feature_lo.dtype)
+        net.gate_feature_hi[d] = hi.to(net.gate_feature_hi.dtype)
+    return tokens
 
 
 # -- checkpoint --------------------------------------------------------------------------------------
@@ -239,7 +251,8 @@ def train(cfg: TrainConfig) -> Path:
         fit_kde_gates(net, cfg, torch.Generator().manual_seed(cfg.seed + 7))
     # The least-squares gate tables stay as fitted: Adam's ~lr-sized steps on slopes that multiply
     # features up to 20 destabilized the first runs.
-    for table in (net.gate_base, net.gate_slope, net.logp_gate_base, net.logp_gate_slope):
+    for table in (net.gate_base, net.gate_slope, net.logp_gate_base, net.logp_gate_slope, net.gate_feature_lo,
+                  net.gate_feature_hi):
         table.requires_grad_(False)
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

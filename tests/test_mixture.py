@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from disco_plug.gmm import GaussianMixture
-from disco_plug.mixture import fit_mixture, fit_mixtures, mixture_log_density_and_score
+from disco_plug.mixture import GAUSSIAN_DOF, fit_mixture, fit_mixtures, mixture_log_density_and_score
 
 TWO = GaussianMixture.from_components(
     [0.4, 0.6], torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=torch.float64), [[0.5, 0.3], [0.8, 0.4]])
@@ -75,3 +75,48 @@ def test_few_points_in_high_dimension_stay_finite(n, d):
     log_p, score = mixture_log_density_and_score(mix, 10 * x)
     assert torch.isfinite(log_p).all() and torch.isfinite(score).all()
     assert math.isfinite(float(log_p.sum()))
+
+
+def _student_t(n: int, d: int, dof: float, seed: int) -> torch.Tensor:
+    """n draws (1, n, d) of a standard multivariate Student-t: normal / sqrt(chi2_dof / dof)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, n, d, dtype=torch.float64, generator=g)
+    chi2 = 2 * torch._standard_gamma(torch.full((1, n, 1), dof / 2, dtype=torch.float64), generator=g)
+    return z / (chi2 / dof).sqrt()
+
+
+def test_heavy_tailed_fit_finds_student_t_tails():
+    mix = fit_mixture(_student_t(4000, 2, 3.0, 9), heavy_tails=True)
+    assert int(mix.components) == 1
+    # nu = 3 on a grid (1.5, 2, 3, 5, ...): at n = 4000 the likelihood separates the neighbours.
+    assert float(mix.dof[0, 0]) == 3.0
+
+
+def test_heavy_tailed_fit_keeps_gaussian_data_gaussian():
+    x = torch.randn(2, 4000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    mix = fit_mixture(x, heavy_tails=True)
+    assert mix.components.tolist() == [1, 1]
+    assert bool((mix.dof[:, 0] == GAUSSIAN_DOF).all())
+
+
+def test_student_t_components_score_and_normalization():
+    scipy_integrate = pytest.importorskip("scipy.integrate")
+    mix = fit_mixture(_student_t(1500, 1, 2.0, 11), heavy_tails=True)
+    assert float(mix.dof[0, :1].min()) < GAUSSIAN_DOF
+    y = torch.linspace(-30, 30, 61, dtype=torch.float64)[None, :, None].requires_grad_(True)
+    log_p, score = mixture_log_density_and_score(mix, y)
+    (grad,) = torch.autograd.grad(log_p.sum(), y)
+    torch.testing.assert_close(score, grad, atol=1e-10, rtol=1e-10)
+
+    def density(t: float) -> float:
+        return float(mixture_log_density_and_score(mix, torch.tensor([[[t]]], dtype=torch.float64))[0].exp())
+    mass = sum(scipy_integrate.quad(density, a, b, limit=200)[0]
+               for a, b in ((-math.inf, -50), (-50, 50), (50, math.inf)))
+    assert abs(mass - 1.0) < 1e-6
+
+
+def test_distance_to_the_nearest_component():
+    mix = fit_mixture(TWO.sample(2000, generator=torch.Generator().manual_seed(12)))
+    y = mix.means[:, :2]  # at the fitted means the distance to the nearest component is zero
+    _, _, delta = mixture_log_density_and_score(mix, y, with_distance=True)
+    torch.testing.assert_close(delta, torch.zeros_like(delta), atol=1e-12, rtol=0)

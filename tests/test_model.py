@@ -24,7 +24,7 @@ def test_inert_body_is_skipped_with_identical_results():
     full = net(x, y)  # parameters take gradients: the body runs
     with torch.no_grad():
         cache = net.encode(x)
-        assert cache.keys == () and len(cache.mixtures) == len(SMALL.mixture_penalties)
+        assert cache.keys == () and len(cache.mixtures) == net.num_mixtures
         fast = net.query(cache, y)
     for a, b in zip(full, fast):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -48,7 +48,26 @@ def test_a_layerless_cache_is_refused_by_a_trained_body():
 
 
 def test_mixture_skips_are_configurable():
-    net = DiScoFormer(ModelConfig(width=32, depth=1, heads=4, max_dim=4, mixture_penalties=()))
+    net = DiScoFormer(ModelConfig(width=32, depth=1, heads=4, max_dim=4, mixture_penalties=(),
+                                  t_mixture_penalties=()))
     assert net.num_skips == len(net.config.kde_factors)
-    with pytest.raises(ValueError, match="mixture_penalties"):
-        ModelConfig(mixture_penalties=(0.0,))
+    with torch.no_grad():
+        log_p, score = net(torch.randn(1, 40, 2), torch.randn(1, 5, 2))  # KDE skips only
+    assert torch.isfinite(log_p).all() and torch.isfinite(score).all()
+    with pytest.raises(ValueError, match="t_mixture_penalties"):
+        ModelConfig(t_mixture_penalties=(0.0,))
+
+
+def test_far_queries_follow_the_reference_mixture():
+    """Far outside every component, the prediction is the last (reference) mixture's, whatever the gates."""
+    from disco_plug.mixture import mixture_log_density_and_score
+
+    net = _net(3)
+    x = torch.randn(1, 200, 2)
+    far = torch.tensor([[[40.0, -25.0], [-60.0, 3.0]]])
+    with torch.no_grad():
+        cache = net.encode(x)
+        log_p, score = net.query(cache, far)
+    ref_log, ref_score = mixture_log_density_and_score(cache.mixtures[-1], far)
+    torch.testing.assert_close(score, ref_score, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(log_p, ref_log, atol=1e-3, rtol=1e-5)
