@@ -174,7 +174,7 @@ def _pad(t: Tensor, k: int, value: float) -> Tensor:
 
 def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_components: int = 10, *,
                  heavy_tails: bool = False, iters: int = 8, final_iters: int = 12,
-                 prior: float | None = None) -> tuple[Mixture, ...]:
+                 prior: float | None = None, patience: int = 2) -> tuple[Mixture, ...]:
     """Fit mixtures to each context x (B, n, d) by EM with splitting (module docstring), one per
     model-choice penalty; the splitting path is shared, only the choice of K differs.
 
@@ -183,6 +183,9 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
     max_components: largest K tried; also at most n // (d + 1), so every component has data.
     heavy_tails: Student-t components with fitted degrees of freedom (Gaussian ones if False).
     prior: covariance shrinkage pseudo-points (default d + 2).
+    patience: stop growing K once the smallest penalty's criterion has not improved for this many
+        splits in a row in every context (the criterion rarely recovers after that; it saves most of the
+        work on data with few components).
     Computed in float64 without gradients; returns float64 tensors."""
     b, n, d = x.shape
     x64 = x.detach().to(torch.float64)
@@ -201,7 +204,10 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
         start = [_pad(t, k_max, f) for t, f in zip(state, fills)]
         crits = [-2 * loglik + pen * (d + _tails(dof) + cov_dof) for pen in pens]
         bests = [list(start) for _ in pens]
+        stale = torch.zeros(b, dtype=torch.long, device=x.device)  # K steps since the loosest choice improved
         for k in range(2, k_max + 1):
+            if bool((stale >= patience).all()):
+                break  # no context's penalized likelihood improved for `patience` splits in a row
             log_w, means, cov, dof = _split(log_w, means, cov, dof)
             active = torch.ones(b, k, dtype=torch.bool, device=x.device)
             log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior, iters,
@@ -210,6 +216,8 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
             for j, pen in enumerate(pens):
                 c = -2 * loglik + pen * (k - 1 + k * d + _tails(dof) + cov_dof)
                 better = c < crits[j]
+                if pen == min(pens):
+                    stale = torch.where(better, 0, stale + 1)
                 crits[j] = torch.where(better, c, crits[j])
                 for i, t in enumerate(padded):
                     bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])

@@ -126,77 +126,107 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, task: dict, c
     return loss.detach(), s_in.detach(), s_tail.detach(), l_in.detach()
 
 
+def gate_pool_width(d: int) -> int:
+    """fit_kde_gates solves the gates of d on the statistics of d - w .. d + w: they change slowly with
+    d, and above d = 10 one d alone has few tasks (B = 4096 // n contexts of up to 100-D points)."""
+    return 0 if d <= 10 else max(1, d // 12)
+
+
+def gate_ridge(d: int) -> float:
+    """fit_kde_gates' ridge, relative to each column's scale. Above d = 5 the skip features are nearly
+    collinear (KDE skips hand over to the mixture where the KDE sees no data, which in high d is almost
+    everywhere) and 1e-2 held up better on the benchmark's d = 10..100 rows; 1e-4 on d = 2."""
+    return 1e-4 if d <= 5 else 1e-2
+
+
 @torch.no_grad()
-def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
-                  ridge: float = 1e-4, dims: range | None = None) -> int:
-    """Start from the best blend of the gated skips instead of from the Gaussian fit: for every d (all
-    of 1..max_dim unless `dims` is given), weighted least squares for the gate tables of a fresh
-    network (zero-initialized heads, so its prediction is exactly the Gaussian fit plus the skips).
-
-    The score is -y + sum_j g_j (s_j + y) + ..., linear in g, where s_j are the KDE scores at each
-    bandwidth and the fitted mixtures' scores; Scott-rule KDE is the point g = e_Scott (report
-    section 3: attention can be exactly a KDE). The gates may also depend linearly on each query's
-    scalar features and log n (slopes): S (G + 1) unknowns, one solve per d and head. Held-out
-    batches then decide, per d and head, between that fit and constant gates. The range of the gate
-    features over the fit batches is stored too: queries clamp their features to it.
-
-    Returns the number of points (context + queries) the fit read, its training cost in tokens."""
-    tokens = 0
+def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: int,
+                     batches: int) -> tuple[dict, Tensor, Tensor, int]:
+    """Normal equations of the gate least squares on fresh tasks of dimension d: ("fit"|"check", kind)
+    -> [normal matrix, rhs, constant], with the range (lo, hi) of the gate features and the tokens read.
+    The fit part is weighted like the training loss; the held-out check part is the pooled
+    in-distribution error, as the benchmark scores it."""
     ns, ng = net.num_skips, net.num_gate_features
     k = ns * (ng + 1)  # unknowns per d: a constant and ng slopes for each of the ns gates
-    for d in dims or range(1, net.config.max_dim + 1):
-        # Statistics of the fit (loss-weighted) and of a held-out check (pooled in-distribution error,
-        # as the benchmark scores it): ("fit"|"check", kind) -> [normal matrix, rhs, constant].
-        stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0]
-                 for part in ("fit", "check") for kind in ("score", "logp")}
-        batches = batches_per_dim * (2 if d <= 10 else 1)
-        for batch in range(batches + max(1, batches // 2)):
-            part = "fit" if batch < batches else "check"
-            task = sample_task(cfg, net.config.max_dim, g, dim=d)
-            y = task["y"]
-            tokens += task["x"].shape[0] * (task["x"].shape[1] + y.shape[1])
-            f = net.skip_features(net.encode(task["x"], layers=False), y)
-            log_p, score = f.base_log_density, f.base_score  # a fresh network's prediction (zero gates)
-            score_f, log_f = f.score, f.log_density
-            if part == "fit":
-                flat = f.phi.reshape(-1, ng)
-                lo = torch.minimum(lo, flat.min(0).values) if batch else flat.min(0).values
-                hi = torch.maximum(hi, flat.max(0).values) if batch else flat.max(0).values
-            phi = torch.cat([torch.ones_like(f.phi[..., :1]), f.phi], dim=-1)  # (B, m, ng + 1)
-            # gate j's coefficient p multiplies phi_p * feature_j: flatten (p, j) into k columns
-            score_f = (phi[..., :, None, None] * score_f[..., None, :, :]).flatten(2, 3)  # (B, m, k, d)
-            log_f = (phi[..., :, None] * log_f[..., None, :]).flatten(2, 3)  # (B, m, k)
-            t = task["tail_from"]
-            for kind, feat, resid, target in (
-                    ("score", score_f, task["score"] - score, (task["score"] ** 2).sum(-1)),
-                    ("logp", log_f[..., None], (task["log_p"] - log_p)[..., None],
-                     (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3)):
-                w = torch.ones_like(target)  # (B, m): per-query weights
-                if part == "fit":  # the training loss's weights
-                    w[:, :t] /= target[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
-                    w[:, t:] *= cfg.tail_weight / target[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
-                else:  # pooled error on in-distribution queries
-                    w[:, t:] = 0.0
-                f64, r64, w64 = feat.double(), resid.double(), w.double()
-                acc = stats[(part, kind)]
-                acc[0] += torch.einsum("bm,bmik,bmjk->ij", w64, f64, f64)
-                acc[1] += torch.einsum("bm,bmik,bmk->i", w64, f64, r64)
-                acc[2] += float(torch.einsum("bm,bmk,bmk->", w64, r64, r64))
+    stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0]
+             for part in ("fit", "check") for kind in ("score", "logp")}
+    tokens = 0
+    for batch in range(batches + max(1, batches // 2)):
+        part = "fit" if batch < batches else "check"
+        task = sample_task(cfg, net.config.max_dim, g, dim=d)
+        y = task["y"]
+        tokens += task["x"].shape[0] * (task["x"].shape[1] + y.shape[1])
+        f = net.skip_features(net.encode(task["x"], layers=False), y)
+        log_p, score = f.base_log_density, f.base_score  # a fresh network's prediction (zero gates)
+        if part == "fit":
+            flat = f.phi.reshape(-1, ng)
+            lo = torch.minimum(lo, flat.min(0).values) if batch else flat.min(0).values
+            hi = torch.maximum(hi, flat.max(0).values) if batch else flat.max(0).values
+        phi = torch.cat([torch.ones_like(f.phi[..., :1]), f.phi], dim=-1)  # (B, m, ng + 1)
+        # gate j's coefficient p multiplies phi_p * feature_j: flatten (p, j) into k columns
+        score_f = (phi[..., :, None, None] * f.score[..., None, :, :]).flatten(2, 3)  # (B, m, k, d)
+        log_f = (phi[..., :, None] * f.log_density[..., None, :]).flatten(2, 3)  # (B, m, k)
+        t = task["tail_from"]
+        for kind, feat, resid, target in (
+                ("score", score_f, task["score"] - score, (task["score"] ** 2).sum(-1)),
+                ("logp", log_f[..., None], (task["log_p"] - log_p)[..., None],
+                 (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3)):
+            w = torch.ones_like(target)  # (B, m): per-query weights
+            if part == "fit":  # the training loss's weights
+                w[:, :t] /= target[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
+                w[:, t:] *= cfg.tail_weight / target[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
+            else:  # pooled error on in-distribution queries
+                w[:, t:] = 0.0
+            f64, r64, w64 = feat.double(), resid.double(), w.double()
+            acc = stats[(part, kind)]
+            acc[0] += torch.einsum("bm,bmik,bmjk->ij", w64, f64, f64)
+            acc[1] += torch.einsum("bm,bmik,bmk->i", w64, f64, r64)
+            acc[2] += float(torch.einsum("bm,bmk,bmk->", w64, r64, r64))
+    return stats, lo, hi, tokens
+
+
+@torch.no_grad()
+def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
+                  ridge: float | None = None, dims: range | None = None) -> int:
+    """Start from the best blend of the gated skips instead of from the Gaussian fit: for every d (all
+    of 1..max_dim unless `dims` is given), weighted least squares for the gate tables of a fresh
+    network (zero-initialized heads, so its prediction is the Gaussian fit plus the skips).
+
+    The score is base + sum_j g_j f_j, linear in g, where f_j are the KDE scores at each bandwidth and
+    the fitted mixtures' scores relative to the Gaussian fit; Scott-rule KDE is the point g = e_Scott
+    (report section 3: attention can be exactly a KDE). The gates may also depend linearly on each
+    query's scalar features and log n (slopes): S (G + 1) unknowns, one solve per d and head, on the
+    statistics of d and its neighbours (gate_pool_width). Held-out batches then decide, per d and head,
+    between that fit and constant gates. The range of the gate features over the fit batches is stored
+    too: queries clamp their features to it. ridge: the relative ridge (default gate_ridge(d)).
+
+    Returns the number of points (context + queries) the fit read, its training cost in tokens."""
+    ns, ng = net.num_skips, net.num_gate_features
+    dims = list(dims or range(1, net.config.max_dim + 1))
+    need = sorted({e for d in dims for e in range(max(1, d - gate_pool_width(d)),
+                                                   min(net.config.max_dim, d + gate_pool_width(d)) + 1)})
+    per_d, tokens = {}, 0
+    for e in need:
+        per_d[e] = _gate_statistics(net, cfg, g, e, batches_per_dim * (2 if e <= 10 else 1))
+        tokens += per_d[e][3]
+    for d in dims:
+        window = [per_d[e] for e in range(d - gate_pool_width(d), d + gate_pool_width(d) + 1) if e in per_d]
         for kind, base, slope in (("score", net.gate_base, net.gate_slope),
                                   ("logp", net.logp_gate_base, net.logp_gate_slope)):
-            normal, rhs, _ = stats[("fit", kind)]
+            normal, rhs = (sum(w[0][("fit", kind)][i] for w in window) for i in (0, 1))
             # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
-            a = normal + ridge * torch.diag(normal.diagonal().clamp_min(1e-30))
+            lam = gate_ridge(d) if ridge is None else ridge
+            a = normal + lam * torch.diag(normal.diagonal().clamp_min(1e-30))
             full = torch.linalg.solve(a, rhs)
             blend = torch.zeros_like(full)  # constant gates only (the per-d blend)
             blend[:ns] = torch.linalg.solve(a[:ns, :ns], rhs[:ns])
-            c_normal, c_rhs, c_const = stats[("check", kind)]
+            c_normal, c_rhs, c_const = (sum(w[0][("check", kind)][i] for w in window) for i in (0, 1, 2))
             check = [float(c @ c_normal @ c - 2 * c @ c_rhs + c_const) for c in (full, blend)]
             coef = (full if check[0] <= check[1] else blend).reshape(ng + 1, ns).to(base.dtype)
             base[d] += coef[0]
             slope[d] += coef[1:]
-        net.gate_feature_lo[d] = lo.to(net.gate_feature_lo.dtype)
-        net.gate_feature_hi[d] = hi.to(net.gate_feature_hi.dtype)
+        net.gate_feature_lo[d] = torch.stack([w[1] for w in window]).amin(0).to(net.gate_feature_lo.dtype)
+        net.gate_feature_hi[d] = torch.stack([w[2] for w in window]).amax(0).to(net.gate_feature_hi.dtype)
     return tokens
 
 

@@ -29,7 +29,11 @@ def test_api_shapes_and_types(estimator, data):
     f32 = estimator.fit(x.float())
     lp32 = f32.log_density(y.float())
     assert isinstance(lp32, torch.Tensor) and lp32.dtype == torch.float32
-    np.testing.assert_allclose(lp32.numpy(), lp, rtol=1e-5, atol=1e-5)
+    # float32 in, float32 out, same numbers as float64 in on the same (float32-rounded) values. Not
+    # compared with the unrounded float64 samples: the mixture skips choose the number of components
+    # and the degrees of freedom discretely, so a rounding of the data can flip a near-tie.
+    lp_rounded = estimator.fit(x.float().double()).log_density(y.float().double())
+    np.testing.assert_allclose(lp32.numpy(), lp_rounded.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fitted.score(y.numpy()), s)  # log_density_and_score == separate calls
 
 
