@@ -19,8 +19,12 @@ from disco_plug.samplers import get_sigmas_karras, sample_probability_flow
 
 @pytest.fixture(scope="module")
 def fresh_estimator():
+    """Zero gates and no mixture skips: exactly the Gaussian fit of its context, a closed-form oracle.
+    (With mixture skips, far queries follow the fitted mixture, which is Gaussian here only up to its
+    covariance floor.)"""
     torch.manual_seed(0)
-    return Estimator(DiScoFormer(ModelConfig(max_dim=4, width=32, depth=2, heads=4, context_keys=128)))
+    return Estimator(DiScoFormer(ModelConfig(max_dim=4, width=32, depth=2, heads=4, context_keys=128,
+                                             mixture_penalties=(), t_mixture_penalties=())))
 
 
 @pytest.fixture(scope="module")
