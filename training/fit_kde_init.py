@@ -1,7 +1,7 @@
 """Reproduce the shipped default weights: the least-squares gates of the KDE and mixture skips on a
 fresh network.
 
-    OMP_NUM_THREADS=2 .venv/bin/python training/fit_kde_init.py   # 19 min on 2 cores
+    OMP_NUM_THREADS=2 .venv/bin/python training/fit_kde_init.py   # 14 min on 2 cores
 
 writes training/init/kde_ls.safetensors; `python -m disco_plug.export training/init/kde_ls.safetensors`
 then ships it (after comparing on the benchmark)."""
