@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from disco_plug.bench import git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 D, QUERIES, SEED = 10, 1024, 20251122
 TARGET_S, TARGET_GIB = 60.0, 8.0
@@ -68,7 +70,6 @@ def _run_method(method: str, x, y):
 
     if method == "ours":
         import disco_plug
-from disco_plug.bench import git_commit
 
         est = _run_method.estimator = getattr(_run_method, "estimator", None) or disco_plug.load(WEIGHTS)
         t, c = time.perf_counter(), time.process_time()

@@ -12,6 +12,11 @@ Differences from the report, each to learn faster on small compute:
   attention head with squared-norm features is exactly a KDE, report section 3), and the score head
   has gated skips to those KDE scores, so the network can blend bandwidths per query from step one.
   Context tokens use leave-one-out KDE features so they look like query tokens.
+- Further gated skips to mixtures fitted to the context by EM (mixture.py: Gaussian ones chosen by BIC
+  and by a looser penalty, and a Student-t one); far from the data the KDE skips, and then the whole
+  prediction, hand over to the Student-t mixture (see skip_features).
+- While the heads that read the transformer body are exactly zero (the least-squares start) and nothing
+  is being trained, the body adds exactly zero and is skipped (_body_is_inert).
 - Context self-attention uses at most `context_keys` context points as keys (a fixed random subset);
   every context point still feeds the queries' cross-attention. Below that size this is exactly full
   self-attention; above it the encoder is O(n * context_keys) instead of O(n^2).
@@ -192,8 +197,9 @@ class DiScoFormer(nn.Module):
 
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor, *, layers: bool = True) -> ContextCache:
-        """Encode a whitened context (B, n, d) once: the mixture fits of `config.mixture_penalties` and
-        per-layer keys and values of every point (skipped with layers=False: the gated skips only)."""
+        """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
+        config.t_mixture_penalties) and per-layer keys and values of every point (skipped with
+        layers=False, or while the body is inert: the gated skips only)."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
