@@ -191,8 +191,10 @@ class FittedEstimator:
     @staticmethod
     def _adapt_steps(network: DiScoFormer, optimizer: torch.optim.Optimizer, context: Tensor, idx: Tensor,
                      steps: int) -> None:
+        mixtures = None  # the context's mixture fits do not change with the network: fit them once
         for _ in range(steps):
-            cache = network.encode(context)
+            cache = network.encode(context, mixtures=mixtures)
+            mixtures = cache.mixtures
             y = context[:, idx].clone().requires_grad_(True)
             log_p, score = network.query(cache, y)
             (grad,) = torch.autograd.grad(log_p.sum(), y, create_graph=True)

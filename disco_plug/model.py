@@ -196,17 +196,20 @@ class DiScoFormer(nn.Module):
         return h + self.scalar_embed(scalars) + self.dim_embed.weight[d]
 
     # -- context and queries ----------------------------------------------------------------------
-    def encode(self, x: Tensor, *, layers: bool = True) -> ContextCache:
+    def encode(self, x: Tensor, *, layers: bool = True,
+               mixtures: tuple[Mixture, ...] | None = None) -> ContextCache:
         """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
         config.t_mixture_penalties) and per-layer keys and values of every point (skipped with
-        layers=False, or while the body is inert: the gated skips only)."""
+        layers=False, or while the body is inert: the gated skips only). `mixtures` reuses the fits of
+        an earlier encode of the same x: they depend on x only, not on the network's parameters."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
         c = self.config
-        mixtures = fit_mixtures(x, c.mixture_penalties) if c.mixture_penalties else ()
-        if c.t_mixture_penalties:
-            mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True)
+        if mixtures is None:
+            mixtures = fit_mixtures(x, c.mixture_penalties) if c.mixture_penalties else ()
+            if c.t_mixture_penalties:
+                mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True)
         if not layers or self._body_is_inert():
             return ContextCache(x, (), (), mixtures)
         key_index = None
