@@ -8,6 +8,7 @@ samples and encodes them once; each query then costs O(n) per layer.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .checkpoint import default_weights_path, load_weights
 from .config import ModelConfig
+from .mixture import convolve_mixture
 from .model import ContextCache, DiScoFormer
 from .validation import ArraySpec, as_points, check_finite, check_samples
 from .whitening import Whitening, fit_whitening
@@ -83,11 +85,15 @@ class FittedEstimator:
     (e.g. Pyro's num_chains > 1).
     """
 
-    def __init__(self, estimator: Estimator, samples: Tensor, spec: ArraySpec) -> None:
+    def __init__(self, estimator: Estimator, samples: Tensor, spec: ArraySpec, *,
+                 noise_std: float = 0.0, clean: "FittedEstimator | None" = None) -> None:
         self.estimator = estimator
         self.samples = samples  # (n, d) float64 on the samples' device
         self._spec = spec
-        self.whitening: Whitening = fit_whitening(samples[None], estimator.config.whiten_eps)
+        self.noise_std = noise_std  # estimates p * N(0, noise_std^2 I) (see `convolved`)
+        self._clean = clean  # the noise-free fit this one convolves (None when noise_std == 0)
+        self.whitening: Whitening = fit_whitening(samples[None], estimator.config.whiten_eps,
+                                                  noise_var=noise_std**2)
         self._cache: ContextCache | None = None
 
     # -- properties --------------------------------------------------------------------------------
@@ -104,7 +110,8 @@ class FittedEstimator:
         return self.samples.device
 
     def __repr__(self) -> str:
-        return f"FittedEstimator(n={self.n}, d={self.dim}, device={self.device})"
+        noise = f", noise_std={self.noise_std:.4g}" if self.noise_std else ""
+        return f"FittedEstimator(n={self.n}, d={self.dim}{noise}, device={self.device})"
 
     @property
     def network(self) -> DiScoFormer:
@@ -118,8 +125,41 @@ class FittedEstimator:
         """The encoded context (per-layer keys and values), computed once on first use."""
         if self._cache is None:
             with torch.no_grad():
-                self._cache = self.network.encode(self._whitened_context())
+                if self._clean is None:
+                    self._cache = self.network.encode(self._whitened_context())
+                else:
+                    self._cache = self._convolved_cache()
         return self._cache
+
+    def _convolved_cache(self) -> ContextCache:
+        """The clean fit's cache moved to this fit's whitened frame, every kernel convolved with the
+        noise: in that frame the noise sigma^2 I is N = sigma^2 A^2 (A this whitening's matrix)."""
+        clean = self._clean
+        a0, a = clean.whitening.matrix, self.whitening.matrix  # (1, d, d), symmetric
+        noise_cov = self.noise_std**2 * (a @ a)
+        noise_cov = 0.5 * (noise_cov + noise_cov.transpose(-1, -2))
+        mixtures = tuple(convolve_mixture(m, torch.linalg.solve(a0, a), noise_cov) for m in clean.cache.mixtures)
+        evals, evecs = torch.linalg.eigh(noise_cov)
+        return self.network.encode(self._whitened_context(), mixtures=mixtures,
+                                   kernel_noise=(evals.clamp_min(0.0), evecs))
+
+    def convolved(self, sigma: float) -> "FittedEstimator":
+        """The estimate of p * N(0, sigma^2 I) (the density of X + sigma * noise) from the same samples.
+
+        No noise is drawn: the Gaussian-kernel skips are convolved in closed form (each KDE kernel
+        h^2 I gets the noise covariance added; each fitted mixture component too, exactly for Gaussian
+        components, see mixture.convolve_mixture), in the whitened frame of the noised distribution. That
+        is the expectation, over the noise draw, of those skips fitted on X + sigma * E, so it carries
+        none of one draw's sampling error; the mixtures are fitted once, on the clean samples. The
+        gates are then evaluated on the convolved skips as usual."""
+        sigma = float(sigma)
+        if not (sigma >= 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be a finite noise level >= 0, got {sigma}")
+        clean = self if self._clean is None else self._clean
+        total = math.hypot(self.noise_std, sigma)
+        if total == 0.0:
+            return clean
+        return FittedEstimator(self.estimator, self.samples, self._spec, noise_std=total, clean=clean)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -176,6 +216,8 @@ class FittedEstimator:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        if self.noise_std:
+            raise ValueError("adapt a noise-free fit and take .convolved(sigma) of the adapted one")
         network = copy.deepcopy(self.network)
         for p in network.parameters():
             p.requires_grad_(True)
@@ -206,7 +248,7 @@ class FittedEstimator:
     # -- noise-conditional score and sampling (disco_plug.noised, disco_plug.samplers) -------------------
     @property
     def noised(self) -> "NoisedScore":
-        """The noise-conditional view of this fit (one encoded context per noise level, cached)."""
+        """The noise-conditional view of this fit (one convolved context per noise level, cached)."""
         if getattr(self, "_noised", None) is None:
             from .noised import NoisedScore
             self._noised = NoisedScore(self)
@@ -214,7 +256,7 @@ class FittedEstimator:
 
     def score_fn(self, x: Tensor, sigma: float = 0.0) -> Tensor:
         """Score of p * N(0, sigma^2 I) at x (..., d), the samplers' `score_fn(x, sigma)` convention:
-        the estimate from the noised context X + sigma * E (E one fixed noise draw)."""
+        the estimate of `convolved(sigma)`."""
         return self.noised.score_fn(x, sigma)
 
     def sample(self, num: int, *, method: str = "pc", steps: int | None = None,

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Mixture", "fit_mixture", "fit_mixtures", "mixture_log_density_and_score"]
+__all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixtures", "mixture_log_density_and_score"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _VAR_FLOOR = 1e-4  # covariance floor in whitened units (the context's total covariance is I)
@@ -234,6 +234,28 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
 def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **kwargs) -> Mixture:
     """One mixture per context (`fit_mixtures` with a single penalty, default BIC)."""
     return fit_mixtures(x, (penalty,), max_components, **kwargs)[0]
+
+
+def convolve_mixture(mix: Mixture, matrix: Tensor, noise_cov: Tensor) -> Mixture:
+    """The mixture of y = x @ matrix + e with x ~ mix and e ~ N(0, noise_cov) independent: component k
+    moves to mean mu_k @ matrix and scale matrix^T S_k matrix + noise_cov. matrix and noise_cov are
+    (B, d, d) (noise_cov symmetric positive semi-definite).
+
+    Exact for Gaussian components (a Gaussian convolved with a Gaussian). A Student-t convolved with a
+    Gaussian is not a Student-t; it is approximated by the t with the same nu and the scale matrix grown
+    by noise_cov: the core widens as the Gaussian's does and the polynomial tails, which noise does not
+    change, are kept."""
+    d = mix.means.shape[-1]
+    precision = mix.prec_chol @ mix.prec_chol.transpose(-1, -2)  # (B, K, d, d)
+    scale = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    log_det_prec_chol = torch.log(torch.diagonal(mix.prec_chol, dim1=-2, dim2=-1)).sum(-1)
+    log_w = mix.log_norm - log_det_prec_chol - _log_const(mix.dof, d)  # -inf stays on unused slots
+    m = matrix.to(scale.dtype)[:, None]
+    scale = m.transpose(-1, -2) @ scale @ m + noise_cov.to(scale.dtype)[:, None]
+    scale = 0.5 * (scale + scale.transpose(-1, -2))
+    means = mix.means @ m[:, 0]
+    _, _, prec_chol, log_norm = _joint(means[:, :1, :], log_w, means, scale, mix.dof)
+    return Mixture(log_norm, means, prec_chol, mix.dof)
 
 
 def mixture_log_density_and_score(mix: Mixture, y: Tensor, *,

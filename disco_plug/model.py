@@ -54,6 +54,9 @@ class ContextCache(NamedTuple):
     keys: tuple[Tensor, ...]  # per layer (B, H, n, hd)
     values: tuple[Tensor, ...]  # per layer (B, H, n, hd)
     mixtures: tuple[Mixture, ...] = ()  # EM fits: config.mixture_penalties, then t_mixture_penalties
+    # Gaussian noise N (B, d, d) added to every KDE kernel, as its eigenvalues (B, d) and eigenvectors
+    # (B, d, d): the KDE skips then estimate p * N(0, N) from clean points (see kernel_density).
+    kernel_noise: tuple[Tensor, Tensor] | None = None
 
 
 class SkipFeatures(NamedTuple):
@@ -78,6 +81,31 @@ def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v)
     return torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
                       for i in range(0, m, chunk)], dim=2)
+
+
+def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
+                   noise: tuple[Tensor, Tensor] | None = None, *,
+                   exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Gaussian KDE log-density (B, m, F) and score (B, m, F, d) of centres (B, n, d) at y (B, m, d),
+    one kernel N(0, h^2 I + N) per bandwidth h in bandwidths (F,).
+
+    noise: the eigen-decomposition (values (B, d), vectors (B, d, d)) of N, or None for N = 0 (the
+    isotropic KDE). A kernel N(0, h^2 I + N) on clean centres is the expectation, over the noise draw,
+    of the kernel N(0, h^2 I) on centres + N(0, N) noise: the KDE of a noised sample set without
+    drawing the noise. Per bandwidth the points are mapped by U diag(h^2 + lambda)^(-1/2), where the
+    kernel is the unit isotropic one."""
+    b = y.shape[0]
+    if noise is None:
+        return isotropic_kde(y, centres, bandwidths.expand(b, -1), exclude=exclude)
+    evals, evecs = (t.to(y.dtype) for t in noise)
+    logs, scores = [], []
+    for h in bandwidths:
+        scale = (h * h + evals).rsqrt()  # (B, d)
+        r = evecs * scale[:, None, :]  # (B, d, d): y -> y @ r whitens the kernel
+        log_p, score = isotropic_kde(y @ r, centres @ r, 1.0, exclude=exclude)
+        logs.append(log_p + torch.log(scale).sum(-1)[:, None])
+        scores.append(score @ r.transpose(-1, -2))
+    return torch.stack(logs, -1), torch.stack(scores, -2)
 
 
 class Block(nn.Module):
@@ -196,22 +224,28 @@ class DiScoFormer(nn.Module):
         return h + self.scalar_embed(scalars) + self.dim_embed.weight[d]
 
     # -- context and queries ----------------------------------------------------------------------
-    def encode(self, x: Tensor, *, layers: bool = True,
-               mixtures: tuple[Mixture, ...] | None = None) -> ContextCache:
+    def encode(self, x: Tensor, *, layers: bool = True, mixtures: tuple[Mixture, ...] | None = None,
+               kernel_noise: tuple[Tensor, Tensor] | None = None) -> ContextCache:
         """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
         config.t_mixture_penalties) and per-layer keys and values of every point (skipped with
         layers=False, or while the body is inert: the gated skips only). `mixtures` reuses the fits of
-        an earlier encode of the same x: they depend on x only, not on the network's parameters."""
+        an earlier encode of the same x: they depend on x only, not on the network's parameters.
+
+        kernel_noise (eigenvalues (B, d), eigenvectors (B, d, d) of a covariance N) encodes the context
+        of x + N(0, N) noise in expectation: every KDE kernel gets N added (`kernel_density`); the
+        `mixtures` must then be given, already convolved with N (mixture.convolve_mixture)."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
         c = self.config
         if mixtures is None:
+            if kernel_noise is not None:
+                raise ValueError("encode with kernel_noise needs the mixtures, convolved with the same noise")
             mixtures = fit_mixtures(x, c.mixture_penalties) if c.mixture_penalties else ()
             if c.t_mixture_penalties:
                 mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True)
         if not layers or self._body_is_inert():
-            return ContextCache(x, (), (), mixtures)
+            return ContextCache(x, (), (), mixtures, kernel_noise)
         key_index = None
         if n > self.config.context_keys:
             gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
@@ -220,20 +254,20 @@ class DiScoFormer(nn.Module):
         idx = torch.arange(n, device=x.device)
         exclude = (idx[:, None] == (idx if key_index is None else key_index)[None])  # leave one out
         bw = self._bandwidths(centres.shape[1] - 1, d, x)
-        log_kde, score_kde = isotropic_kde(x, centres, bw.expand(b, -1), exclude=exclude.expand(b, -1, -1))
+        log_kde, score_kde = kernel_density(x, centres, bw, kernel_noise, exclude=exclude.expand(b, -1, -1))
         h = self._embed(x, self.token_scalars(x, log_kde), score_kde, bw)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             h, k, v = block.context(h, key_index, update=i < len(self.blocks) - 1)
             keys.append(k.contiguous())  # not views into qkv: the queries' attention reads them
             values.append(v.contiguous())  # ~2x faster, and the unused q part is freed
-        return ContextCache(x, tuple(keys), tuple(values), mixtures)
+        return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise)
 
     def skip_features(self, cache: ContextCache, y: Tensor) -> SkipFeatures:
         """The gated skips at whitened queries y (B, m, d): KDE at each bandwidth, then each mixture."""
         b, n, d = cache.points.shape
         bw = self._bandwidths(n, d, y)
-        log_kde, score_kde = isotropic_kde(y, cache.points, bw.expand(b, -1))
+        log_kde, score_kde = kernel_density(y, cache.points, bw, cache.kernel_noise)
         scalars = self.token_scalars(y, log_kde)  # (B, m, F + 1): embedding input and gate features
         gauss = gaussian_fit_log_density(y)  # (B, m)
         if not cache.mixtures:

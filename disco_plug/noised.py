@@ -1,11 +1,19 @@
 """Noise-conditional score and log-density from one fitted DiScoFormer, and the high-level `sample`.
 
-The score of p_sigma = p * N(0, sigma^2 I) is what the estimator returns when its context is the noised
-sample set X + sigma * E (DiScoFormer report, arXiv 2511.05924; whitening makes every sigma look
-in-range). `NoisedScore` draws E once from an explicit generator, so every evaluation is
-deterministic, and keeps one fitted (encoded) context per noise level in a small LRU cache: samplers
-visit the levels in order, so a sampling run encodes each level once and every further step at that
-level only runs the queries' cross-attention.
+Score-based samplers need the score of p_sigma = p * N(0, sigma^2 I) at every noise level sigma. Two
+ways to get it from one fitted estimator (DiScoFormer report, arXiv 2511.05924, uses the second):
+
+- "convolved" (the default): `FittedEstimator.convolved(sigma)`. The estimator's skips are Gaussian
+  kernels and Gaussian (or Student-t) mixture components fitted to the clean samples; each gets the
+  noise covariance added in closed form. That is the expectation, over the noise draw, of the same
+  skips fitted on X + sigma * E, so it carries no single draw's sampling error, and a new noise level
+  costs a few d x d factorizations instead of new mixture fits.
+- "noised_context": the estimator fitted on the noised sample set X + sigma * E, E one fixed noise draw
+  (moment-matched, so the noised set has exactly the mean and covariance of p_sigma).
+
+`NoisedScore` keeps one fitted context per noise level in a small LRU cache: samplers visit the levels
+in order, so a sampling run prepares each level once and every further step at that level only runs
+the queries.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ from .kde import scott_factor
 if TYPE_CHECKING:  # pragma: no cover
     from .estimator import FittedEstimator
 
-__all__ = ["NoisedScore", "SAMPLING_METHODS"]
+__all__ = ["NoisedScore", "SAMPLING_METHODS", "NOISE_MODES"]
 
 _NOISE_SEED = 0  # the default fixed noise draw
+NOISE_MODES = ("convolved", "noised_context")
 SAMPLING_METHODS = ("pc", "ve_sde", "vp_sde", "ode", "annealed_langevin", "langevin", "mala")
 _DEFAULT_STEPS = {"pc": 100, "ve_sde": 200, "vp_sde": 200, "ode": 40, "annealed_langevin": 1000,
                   "langevin": 1000, "mala": 1000}
@@ -36,14 +45,17 @@ _SIGMA_MIN_SCALE = 0.01  # sigma_min = this * the smallest standard deviation
 
 class NoisedScore:
     """`score_fn(x, sigma)` and `log_density_fn(x, sigma)` of p * N(0, sigma^2 I) from a fitted
-    estimator, with one encoded context per noise level (cached, LRU).
+    estimator, with one prepared context per noise level (cached, LRU).
 
     Parameters
     ----------
     fitted : a `FittedEstimator` (its context X is the sample set; sigma = 0 uses it as is).
-    generator : draws the fixed context noise E (n, d); a default seed if None, so results repeat.
-    cache_size : noise levels kept encoded at once (each holds the per-layer keys and values of n
-        points). Samplers revisit only the latest level or two, so a few suffice.
+    mode : "convolved" (default) or "noised_context"; see the module docstring.
+    generator : draws the fixed context noise E (n, d) of mode "noised_context"; a default seed if
+        None, so results repeat. Unused by "convolved", which draws nothing.
+    cache_size : noise levels kept prepared at once (each holds its whitened context and convolved
+        mixtures, plus per-layer keys and values where the body runs). Samplers revisit only the latest
+        level or two, so a few suffice.
 
     Example
     -------
@@ -55,32 +67,41 @@ class NoisedScore:
     torch.Size([4, 3, 2])
     """
 
-    def __init__(self, fitted: "FittedEstimator", *, generator: torch.Generator | None = None,
-                 cache_size: int = 8) -> None:
+    def __init__(self, fitted: "FittedEstimator", *, mode: str = "convolved",
+                 generator: torch.Generator | None = None, cache_size: int = 8) -> None:
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
             raise ValueError(f"cache_size must be a positive integer, got {cache_size!r}")
+        if mode not in NOISE_MODES:
+            raise ValueError(f"unknown noise mode {mode!r}; choose one of {', '.join(NOISE_MODES)}")
         self.fitted = fitted
+        self.mode = mode
         self.cache_size = cache_size
-        samples = fitted.samples  # (n, d) float64
-        if generator is None:
-            generator = torch.Generator(device="cpu").manual_seed(_NOISE_SEED)
-        noise = torch.randn(samples.shape, generator=generator, dtype=torch.float64, device=generator.device)
-        self.noise = _moment_matched(noise.to(samples.device), samples)  # (n, d), fixed for the object's life
+        self.noise: Tensor | None = None  # (n, d), mode "noised_context" only, fixed for the object's life
+        if mode == "noised_context":
+            samples = fitted.samples  # (n, d) float64
+            if generator is None:
+                generator = torch.Generator(device="cpu").manual_seed(_NOISE_SEED)
+            noise = torch.randn(samples.shape, generator=generator, dtype=torch.float64, device=generator.device)
+            self.noise = _moment_matched(noise.to(samples.device), samples)
         self._levels: OrderedDict[float, FittedEstimator] = OrderedDict()
-        self.encodes = 0  # how many noise levels have been fitted (a diagnostic, and tested)
+        self.encodes = 0  # how many noise levels have been prepared (a diagnostic, and tested)
 
     @property
     def dim(self) -> int:
         return self.fitted.dim
 
     def fitted_at(self, sigma: float) -> "FittedEstimator":
-        """The estimator fitted on X + sigma * E (X itself at sigma = 0), from the cache if present."""
+        """The estimate of p * N(0, sigma^2 I) (the fit itself at sigma = 0), from the cache if present:
+        `fitted.convolved(sigma)`, or the estimator fitted on X + sigma * E in mode "noised_context"."""
         sigma = _check_sigma(sigma)
         if sigma == 0.0:
             return self.fitted
         level = self._levels.get(sigma)
         if level is None:
-            level = self.fitted.estimator.fit(self.fitted.samples + sigma * self.noise)
+            if self.noise is None:
+                level = self.fitted.convolved(sigma)
+            else:
+                level = self.fitted.estimator.fit(self.fitted.samples + sigma * self.noise)
             self.encodes += 1
             self._levels[sigma] = level
             while len(self._levels) > self.cache_size:

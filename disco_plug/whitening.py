@@ -33,8 +33,11 @@ class Whitening(NamedTuple):
         return score_w @ self.matrix.transpose(-1, -2)
 
 
-def fit_whitening(x: Tensor, eps: float = 1e-6) -> Whitening:
-    """Whitening of contexts x (B, n, d), computed in float64 and returned in float64."""
+def fit_whitening(x: Tensor, eps: float = 1e-6, *, noise_var: float = 0.0) -> Whitening:
+    """Whitening of contexts x (B, n, d), computed in float64 and returned in float64.
+
+    noise_var: whiten for the distribution of x + sigma * N(0, I) instead, sigma^2 = noise_var (its
+    covariance is the samples' plus noise_var * I; the mean is unchanged)."""
     x64 = x.to(torch.float64)
     b, n, d = x64.shape
     mean = x64.mean(1)
@@ -46,6 +49,6 @@ def fit_whitening(x: Tensor, eps: float = 1e-6) -> Whitening:
         raise ValueError(
             "the samples are degenerate: their covariance is singular (a constant column, duplicated "
             "points, or points on a lower-dimensional subspace), so they cannot be whitened")
-    evals = evals + eps * evals.mean(-1, keepdim=True)
+    evals = evals + eps * evals.mean(-1, keepdim=True) + noise_var
     matrix = (evecs * evals.rsqrt()[:, None]) @ evecs.transpose(-1, -2)
     return Whitening(mean, matrix, -0.5 * torch.log(evals).sum(-1))

@@ -152,3 +152,24 @@ def test_bad_queries_raise_clear_errors(estimator, data):
         fitted.score(torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(ValueError, match="steps"):
         fitted.adapt(steps=-1)
+
+
+def test_convolved_estimate_tracks_the_noised_density(estimator):
+    """The bundled weights' estimate of p * N(0, sigma^2 I), on 2048 samples of a 2-D GMM: relative
+    score MSE over 2000 queries from p_sigma below 1 % for sigma >= 1 (the noise washes out the detail
+    that limits the sigma = 0 estimate), and below the estimate fitted on one noised copy of the
+    samples, which carries that draw's sampling error."""
+    g = torch.Generator().manual_seed(3)
+    gmm = random_gmm(1, 2, generator=g, dtype=torch.float64)
+    fitted = estimator.fit(gmm.sample(2048, generator=g)[0])
+    scale = float(torch.linalg.eigvalsh(torch.cov(fitted.samples.T))[-1].sqrt())
+    from disco_plug.noised import NoisedScore
+    sampled = NoisedScore(fitted, mode="noised_context")
+    for sigma in (scale, 3 * scale):
+        noised = gmm.convolve(sigma)
+        y = noised.sample(2000, generator=g)[0]
+        true = noised.score(y)
+        norm = float((true**2).sum())
+        ours = float(((fitted.convolved(sigma).score(y) - true) ** 2).sum()) / norm
+        other = float(((sampled.score_fn(y, sigma) - true) ** 2).sum()) / norm
+        assert ours < 0.01 and ours < other, (sigma, ours, other)

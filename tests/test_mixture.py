@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from disco_plug.gmm import GaussianMixture
-from disco_plug.mixture import GAUSSIAN_DOF, fit_mixture, fit_mixtures, mixture_log_density_and_score
+from disco_plug.mixture import (GAUSSIAN_DOF, convolve_mixture, fit_mixture, fit_mixtures,
+                                 mixture_log_density_and_score)
 
 TWO = GaussianMixture.from_components(
     [0.4, 0.6], torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=torch.float64), [[0.5, 0.3], [0.8, 0.4]])
@@ -120,3 +121,27 @@ def test_distance_to_the_nearest_component():
     y = mix.means[:, :2]  # at the fitted means the distance to the nearest component is zero
     _, _, delta = mixture_log_density_and_score(mix, y, with_distance=True)
     torch.testing.assert_close(delta, torch.zeros_like(delta), atol=1e-12, rtol=0)
+
+
+def test_convolving_a_gaussian_mixture_is_exact():
+    """Fit, then map x -> x @ M and add N(0, N): the result is the mixture with means mu @ M and
+    covariances M^T C M + N, checked against GaussianMixture.convolve (M = I, N = s^2 I) and against the
+    closed form for a general M and N."""
+    x = TWO.sample(3000, generator=torch.Generator().manual_seed(4))
+    mix = fit_mixture(x)
+    y = torch.randn(1, 7, 2, dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64)[None]
+    same = convolve_mixture(mix, eye, torch.zeros_like(eye))
+    for a, b in zip(mixture_log_density_and_score(same, y), mixture_log_density_and_score(mix, y)):
+        torch.testing.assert_close(a, b)
+    m = torch.tensor([[[2.0, 0.3], [0.0, 0.5]]], dtype=torch.float64)
+    noise = torch.tensor([[[0.4, 0.1], [0.1, 0.3]]], dtype=torch.float64)
+    out = convolve_mixture(mix, m, noise)
+    k = int(mix.components)
+    prec = mix.prec_chol[0, :k] @ mix.prec_chol[0, :k].transpose(-1, -2)
+    cov = m[0].T @ torch.linalg.inv(prec) @ m[0] + noise[0]
+    log_w = mix.log_norm[0, :k] - torch.log(torch.diagonal(mix.prec_chol[0, :k], dim1=-2, dim2=-1)).sum(-1) \
+        + math.log(2 * math.pi)  # d / 2 log(2 pi) with d = 2
+    exact = torch.distributions.MultivariateNormal(mix.means[0, :k] @ m[0], covariance_matrix=cov)
+    expected = torch.logsumexp(exact.log_prob(y[0, :, None]) + log_w, -1)
+    torch.testing.assert_close(mixture_log_density_and_score(out, y)[0][0], expected)

@@ -1,10 +1,12 @@
 """The network: skip features, the inert-body shortcut, the context cache."""
 
+import math
+
 import pytest
 import torch
 
 from disco_plug.config import ModelConfig
-from disco_plug.model import DiScoFormer
+from disco_plug.model import DiScoFormer, kernel_density
 
 SMALL = ModelConfig(width=32, depth=2, heads=4, max_dim=6)
 
@@ -71,3 +73,24 @@ def test_far_queries_follow_the_reference_mixture():
     ref_log, ref_score = mixture_log_density_and_score(cache.mixtures[-1], far)
     torch.testing.assert_close(score, ref_score, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(log_p, ref_log, atol=1e-3, rtol=1e-5)
+
+
+def test_kernel_density_with_noise_is_the_kde_with_the_wider_kernel():
+    """kernel_density with noise N is the KDE with kernel N(0, h^2 I + N), computed here directly, and
+    with N = 0 it is the isotropic KDE."""
+    g = torch.Generator().manual_seed(0)
+    centres, y = torch.randn(1, 30, 3, generator=g, dtype=torch.float64), torch.randn(1, 5, 3, generator=g, dtype=torch.float64)
+    a = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    noise = (a @ a.T)[None]
+    bw = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    log_p, score = kernel_density(y, centres, bw, torch.linalg.eigh(noise))
+    for j, h in enumerate(bw):
+        kernel = torch.distributions.MultivariateNormal(centres[0], covariance_matrix=h * h * torch.eye(3, dtype=torch.float64) + noise[0])
+        q = y[0].clone().requires_grad_(True)
+        direct = torch.logsumexp(kernel.log_prob(q[:, None]), -1) - math.log(30)
+        (grad,) = torch.autograd.grad(direct.sum(), q)
+        torch.testing.assert_close(log_p[0, :, j], direct.detach())
+        torch.testing.assert_close(score[0, :, j], grad)
+    zero = torch.linalg.eigh(torch.zeros_like(noise))
+    for a, b in zip(kernel_density(y, centres, bw, zero), kernel_density(y, centres, bw)):
+        torch.testing.assert_close(a, b)

@@ -2,8 +2,9 @@
 
 A fresh network has zero-initialized heads, so its estimate is exactly the Gaussian fit of its context
 (log N and score -y in whitened space). That gives a closed-form oracle for the whole pipeline: the
-estimate at noise level sigma is the Gaussian fit of X + sigma E, and samplers driven by it must
-reproduce the mean and covariance of X.
+estimate at noise level sigma is the Gaussian fit of X convolved with N(0, sigma^2 I) (mode
+"convolved") or of X + sigma E (mode "noised_context"), and samplers driven by it must reproduce the
+mean and covariance of X.
 """
 
 import numpy as np
@@ -34,13 +35,38 @@ def data():
     return torch.randn(200, 2, generator=g, dtype=torch.float64) @ a + torch.tensor([3.0, -1.0], dtype=torch.float64)
 
 
-def gaussian_fit_score(x, context):
+def gaussian_fit_score(x, context, noise_var=0.0):
     mean, cov = context.mean(0), torch.cov(context.T, correction=0)
-    return -(x - mean) @ torch.linalg.inv(cov + 1e-6 * torch.trace(cov) / 2 * torch.eye(2, dtype=cov.dtype))
+    ridge = 1e-6 * torch.trace(cov) / 2 + noise_var
+    return -(x - mean) @ torch.linalg.inv(cov + ridge * torch.eye(2, dtype=cov.dtype))
+
+
+def test_convolved_score_is_the_gaussian_fit_of_the_noised_distribution(fresh_estimator, data):
+    noised = NoisedScore(fresh_estimator.fit(data))
+    x = torch.randn(3, 4, 2, dtype=torch.float64)
+    for sigma in (0.0, 0.1, 0.7, 30.0):
+        s = noised.score_fn(x, sigma)
+        assert s.shape == (3, 4, 2) and s.dtype == torch.float64
+        assert torch.allclose(s, gaussian_fit_score(x, data, sigma**2), rtol=1e-4, atol=1e-6)
+    assert noised.noise is None  # nothing is drawn
+
+
+def test_convolved_twice_adds_the_variances(fresh_estimator, data):
+    fitted = fresh_estimator.fit(data)
+    twice = fitted.convolved(0.3).convolved(0.4)
+    assert twice.noise_std == pytest.approx(0.5) and "noise_std=0.5" in repr(twice)
+    assert fitted.convolved(0.0) is fitted
+    x = torch.randn(5, 2, dtype=torch.float64)
+    assert torch.allclose(twice.score(x), fitted.convolved(0.5).score(x))
+    with pytest.raises(ValueError, match="sigma must be a finite noise level"):
+        fitted.convolved(float("nan"))
+    with pytest.raises(ValueError, match="adapt a noise-free fit"):
+        twice.adapt(1)
 
 
 def test_score_at_sigma_is_the_estimate_from_the_noised_context(fresh_estimator, data):
-    noised = NoisedScore(fresh_estimator.fit(data), generator=torch.Generator().manual_seed(5))
+    noised = NoisedScore(fresh_estimator.fit(data), mode="noised_context",
+                         generator=torch.Generator().manual_seed(5))
     x = torch.randn(3, 4, 2, dtype=torch.float64)
     s = noised.score_fn(x, 0.7)
     assert s.shape == (3, 4, 2) and s.dtype == torch.float64
@@ -53,9 +79,10 @@ def test_score_at_sigma_is_the_estimate_from_the_noised_context(fresh_estimator,
 
 def test_fixed_noise_draw_makes_results_repeat(fresh_estimator, data):
     fitted = fresh_estimator.fit(data)
-    a = NoisedScore(fitted, generator=torch.Generator().manual_seed(3)).score_fn(data[:5], 1.0)
-    b = NoisedScore(fitted, generator=torch.Generator().manual_seed(3)).score_fn(data[:5], 1.0)
-    c = NoisedScore(fitted, generator=torch.Generator().manual_seed(4)).score_fn(data[:5], 1.0)
+    def draw(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return NoisedScore(fitted, mode="noised_context", generator=gen).score_fn(data[:5], 1.0)
+    a, b, c = draw(3), draw(3), draw(4)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -76,6 +103,8 @@ def test_bad_sigma_and_points_raise(fresh_estimator, data):
         noised.score_fn(torch.zeros(3, 3), 0.5)
     with pytest.raises(ValueError, match="cache_size"):
         NoisedScore(noised.fitted, cache_size=0)
+    with pytest.raises(ValueError, match="unknown noise mode 'sampled'"):
+        NoisedScore(noised.fitted, mode="sampled")
 
 
 M = 400
@@ -83,7 +112,7 @@ STEPS = {"ode": 20, "pc": 40, "ve_sde": 80, "vp_sde": 80, "annealed_langevin": 2
 
 
 def test_noise_draw_gives_the_noised_context_exact_moments(fresh_estimator, data):
-    noised = NoisedScore(fresh_estimator.fit(data))
+    noised = NoisedScore(fresh_estimator.fit(data), mode="noised_context")
     noisy = data + 30.0 * noised.noise
     assert torch.allclose(noisy.mean(0), data.mean(0))
     cov = torch.cov(data.T, correction=0) + 900 * torch.eye(2, dtype=torch.float64)

@@ -148,7 +148,7 @@ def test_hook_rejects_mixed_noise_levels_and_bad_outputs():
 
 
 def test_pipeline_on_the_bundled_estimator(fitted):
-    # The noise-conditional score refits a noised context per sigma, so few steps; DDIM (first order)
+    # Few steps keep the test short; DDIM (first order)
     # because higher-order solvers (Heun, DPM-Solver at 10 steps) amplify the estimator's rare large
     # errors in the tails of p_sigma into outlying samples.
     pipe = TabularPipeline.from_fitted(fitted, DDIMScheduler())
