@@ -18,7 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .checkpoint import default_weights_path, load_weights
 from .config import ModelConfig
-from .mixture import convolve_mixture
+from .mixture import Mixture, convolve_mixture
 from .model import ContextCache, DiScoFormer
 from .validation import ArraySpec, as_points, check_finite, check_samples
 from .whitening import Whitening, fit_whitening
@@ -126,7 +126,7 @@ class FittedEstimator:
         if self._cache is None:
             with torch.no_grad():
                 if self._clean is None:
-                    self._cache = self.network.encode(self._whitened_context())
+                    self._cache = self.network.encode(self._whitened_context(), axes=self.whitening.data_axes())
                 else:
                     self._cache = self._convolved_cache()
         return self._cache
@@ -226,17 +226,16 @@ class FittedEstimator:
         idx = torch.randperm(self.n, generator=generator)[:max_queries].to(self.device)
         # The consistency loss differentiates a gradient: the math attention kernel supports that.
         with sdpa_kernel(SDPBackend.MATH):
-            self._adapt_steps(network, optimizer, context, idx, steps)
+            self._adapt_steps(network, optimizer, context, idx, steps, self.cache.mixtures)
         adapted = Estimator(network, metadata={**self.estimator.metadata, "adapted_steps": str(steps)})
         return FittedEstimator(adapted, self.samples, self._spec)
 
     @staticmethod
     def _adapt_steps(network: DiScoFormer, optimizer: torch.optim.Optimizer, context: Tensor, idx: Tensor,
-                     steps: int) -> None:
-        mixtures = None  # the context's mixture fits do not change with the network: fit them once
+                     steps: int, mixtures: tuple[Mixture, ...]) -> None:
+        # The context's mixture fits do not change with the network: the fit's own are reused.
         for _ in range(steps):
             cache = network.encode(context, mixtures=mixtures)
-            mixtures = cache.mixtures
             y = context[:, idx].clone().requires_grad_(True)
             log_p, score = network.query(cache, y)
             (grad,) = torch.autograd.grad(log_p.sum(), y, create_graph=True)

@@ -55,10 +55,15 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
     multi = h.ndim == 2
     h = h.reshape(b if h.ndim else 1, -1).expand(b, -1)  # (B, F)
     f = h.shape[1]
-    inv2h2 = (0.5 / h**2)[:, None, :, None]  # (B, 1, F, 1)
+    inv_h2 = 1.0 / h**2  # (B, F)
     if log_weights is None:
         log_weights = torch.full((b, n), -math.log(n), dtype=queries.dtype, device=queries.device)
-    ctx_sq = (context * context).sum(-1)  # (B, n)
+    # The kernel logits -|y - x|^2 / (2 h^2) + log w are one matrix product per bandwidth of augmented
+    # points, [y / h^2, -|y|^2 / (2 h^2), 1] @ [x; 1; -|x|^2 / (2 h^2) + log w]^T: no (m, n) temporaries.
+    ones = torch.ones_like(context[..., :1])
+    ctx_half_sq = 0.5 * (context * context).sum(-1, keepdim=True)  # (B, n, 1)
+    keys = torch.stack([torch.cat([context, ones, log_weights[..., None] - ctx_half_sq * inv_h2[:, j, None, None]], -1)
+                        for j in range(f)], 1).transpose(-1, -2)  # (B, F, d + 2, n)
     log_norm = -0.5 * d * (_LOG_2PI + 2 * torch.log(h))  # (B, F)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, n * f))
     floor = math.log(torch.finfo(queries.dtype).tiny) + 1.0  # exp stays in its fast, normal range
@@ -67,33 +72,31 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
     logs, scores = [], []
     for start in range(0, m, chunk):
         y = queries[:, start:start + chunk]  # (B, c, d)
-        sq = (y * y).sum(-1)[..., None] + ctx_sq[:, None] - 2 * y @ context.transpose(-1, -2)  # (B, c, n)
-        sq = sq.clamp_min(0)
-        logits = sq[:, :, None] * -inv2h2  # (B, c, F, n)
-        logits += log_weights[:, None, None]
-        drop = None if exclude is None else exclude[:, start:start + chunk, None]  # (B, c, 1, n)
+        y_half_sq = 0.5 * (y * y).sum(-1, keepdim=True)  # (B, c, 1)
+        q = torch.stack([torch.cat([y * inv_h2[:, j, None, None], -y_half_sq * inv_h2[:, j, None, None],
+                                    torch.ones_like(y_half_sq)], -1) for j in range(f)], 1)  # (B, F, c, d + 2)
+        logits = q @ keys  # (B, F, c, n)
+        drop = None if exclude is None else exclude[:, None, start:start + chunk]  # (B, 1, c, n)
         if drop is not None:
-            logits.masked_fill_(drop, -math.inf)
+            logits = logits.masked_fill_(drop, -math.inf) if inplace else logits.masked_fill(drop, -math.inf)
         # logsumexp and the responsibilities from one exp (the exp dominates the cost). The shift
         # `top` cancels exactly, so no gradient flows through it.
-        top = logits.detach().amax(-1, keepdim=True)  # (B, c, F, 1)
+        top = logits.detach().amax(-1, keepdim=True)  # (B, F, c, 1)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
         # exp is ~25x slower where its result is subnormal or zero: clamp there (weights below
         # exp(floor) ~ 1e-38 next to the top weight 1 change no sum) and zero the excluded pairs again.
-        shifted = logits.sub_(top)
         if inplace:
-            weights = shifted.clamp_min_(floor).exp_()  # unnormalized responsibilities
+            weights = logits.sub_(top).clamp_min_(floor).exp_()  # unnormalized responsibilities
             if drop is not None:
                 weights.masked_fill_(drop, 0.0)
         else:  # autograd needs exp's output unchanged
-            weights = shifted.clamp_min(floor).exp()
+            weights = (logits - top).clamp_min(floor).exp()
             if drop is not None:
                 weights = weights.masked_fill(drop, 0.0)
-        total = weights.sum(-1)  # (B, c, F)
-        # One (c F, n) x (n, d) product per batch element, not c small ones.
-        mean = (weights.reshape(b, -1, n) @ context).reshape(b, -1, f, d) / total[..., None]  # (B, c, F, d)
-        scores.append((mean - y[:, :, None]) * (2 * inv2h2))
-        logs.append(top[..., 0] + torch.log(total) + log_norm[:, None])
+        total = weights.sum(-1)  # (B, F, c)
+        mean = (weights @ context[:, None]) / total[..., None]  # (B, F, c, d)
+        scores.append(((mean - y[:, None]) * inv_h2[:, :, None, None]).transpose(1, 2))  # (B, c, F, d)
+        logs.append((top[..., 0] + torch.log(total) + log_norm[..., None]).transpose(1, 2))  # (B, c, F)
     log_p, score = torch.cat(logs, 1), torch.cat(scores, 1)
     if not multi:
         return log_p[..., 0], score[..., 0, :]

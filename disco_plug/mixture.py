@@ -106,9 +106,10 @@ def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy_tails: bool) -> Tenso
 
 
 def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor,
-            prior: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            prior: float, diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Weights, means, shrunk covariances and their effective covariance parameters per context, from
-    the responsibilities resp (B, n, K) and the scale weights (B, n, K) (ones for Gaussians)."""
+    the responsibilities resp (B, n, K) and the scale weights (B, n, K) (ones for Gaussians); with
+    diagonal, the covariances keep only their diagonals (d parameters each instead of d (d + 1) / 2)."""
     b, n, d = x.shape
     counts = resp.sum(1)  # (B, K)
     safe = counts.clamp_min(1e-10)
@@ -119,14 +120,17 @@ def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor,
     pooled = scatter.sum(1) / n  # within-component covariance
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     shrink = counts / (counts + prior)  # (B, K): weight of the component's own scatter
-    cov = (scatter + prior * pooled[:, None]) / (counts + prior)[..., None, None] + _VAR_FLOOR * eye
-    cov_dof = (shrink * active).sum(-1) * d * (d + 1) / 2
+    cov = (scatter + prior * pooled[:, None]) / (counts + prior)[..., None, None]
+    if diagonal:
+        cov = torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    cov = cov + _VAR_FLOOR * eye
+    cov_dof = (shrink * active).sum(-1) * (d if diagonal else d * (d + 1) / 2)
     log_w = torch.where(active, torch.log(safe / n), torch.full_like(safe, -math.inf))
     return log_w, means, cov, cov_dof
 
 
 def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, active: Tensor, prior: float,
-        iters: int, heavy_tails: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        iters: int, heavy_tails: bool, diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`iters` EM steps; returns the parameters, the effective covariance dof and log-likelihood (B,)."""
     d = x.shape[-1]
     cov_dof = torch.zeros_like(log_w[:, 0])
@@ -134,7 +138,7 @@ def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, activ
         joint, delta, _, _ = _joint(x, log_w, means, cov, dof)
         resp = torch.softmax(joint, dim=-1)
         dof = torch.where(active, _choose_dof(resp, delta, d, heavy_tails), dof)
-        log_w, means, cov, cov_dof = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, prior)
+        log_w, means, cov, cov_dof = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, prior, diagonal)
     joint, _, _, _ = _joint(x, log_w, means, cov, dof)
     return log_w, means, cov, dof, cov_dof, torch.logsumexp(joint, dim=-1).sum(-1)
 
@@ -174,7 +178,7 @@ def _pad(t: Tensor, k: int, value: float) -> Tensor:
 
 def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_components: int = 10, *,
                  heavy_tails: bool = False, iters: int = 8, final_iters: int = 12,
-                 prior: float | None = None, patience: int = 2) -> tuple[Mixture, ...]:
+                 prior: float | None = None, patience: int = 2, axes: Tensor | None = None) -> tuple[Mixture, ...]:
     """Fit mixtures to each context x (B, n, d) by EM with splitting (module docstring), one per
     model-choice penalty; the splitting path is shared, only the choice of K differs.
 
@@ -182,53 +186,107 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
         about 2 / log n is AIC (Akaike 1974).
     max_components: largest K tried; also at most n // (d + 1), so every component has data.
     heavy_tails: Student-t components with fitted degrees of freedom (Gaussian ones if False).
-    prior: covariance shrinkage pseudo-points (default d + 2).
+    prior: covariance shrinkage pseudo-points (default d + 2). On random GMMs 4 (d + 2) fits better: mixture
+        score error at d = 10, n = 256 / 1024 / 4096 of 17.7 / 5.9 / 2.0 % against 23.9 / 7.2 / 2.3 % at d + 2
+        (and 18.1 / 6.2 % at 8 (d + 2)).
     patience: stop growing K once the smallest penalty's criterion has not improved for this many
         splits in a row in every context (the criterion rarely recovers after that; it saves most of the
         work on data with few components).
+    axes: (B, d, d) or None. If given, a second family is fitted too, with covariances diagonal in the
+        coordinates z = x @ axes (e.g. the data's own standardized axes when x is whitened; Celeux &
+        Govaert 1995's diagonal family, as in mclust and scikit-learn), and each context and penalty
+        keeps the family with the better penalized likelihood. Diagonal components cost d parameters
+        instead of d (d + 1) / 2, which pays off in high dimension when the data's axes are independent
+        within each component. Ignored for d <= 2.
     Computed in float64 without gradients; returns float64 tensors."""
-    b, n, d = x.shape
     x64 = x.detach().to(torch.float64)
-    prior = float(d + 2) if prior is None else float(prior)
+    b, n, d = x64.shape
+    options = (max_components, heavy_tails, iters, final_iters, float(d + 2) if prior is None else float(prior),
+               patience)
+    with torch.no_grad():
+        fits, (deviance, params) = _fit_family(x64, penalties, *options, diagonal=False)
+        if axes is None or d <= 2:  # at d <= 2 a diagonal saves at most one parameter per component
+            return fits
+        axes = axes.to(x64)
+        diag_fits, (diag_deviance, diag_params) = _fit_family(x64 @ axes, penalties, *options, diagonal=True)
+        # Deviances in the x coordinates: log L_x = log L_z + n log|det axes|.
+        shift = -2.0 * n * torch.linalg.slogdet(axes)[1]  # (B,)
+        back = torch.linalg.inv(axes)
+        zero = torch.zeros_like(axes)
+        out = []
+        for j, (full, diag) in enumerate(zip(fits, diag_fits)):
+            diag = convolve_mixture(diag, back, zero)
+            # The family is a likelihood-ratio test, not the K penalty: the diagonal family is kept unless
+            # the full one's deviance gain over it exceeds the chi-square mean of its extra parameters by
+            # 3 sd. BIC's log n per parameter would keep diagonal covariances on rotated data with moderate
+            # correlations, whose scores they get badly wrong (the score needs the precision matrix).
+            extra = params[j] - diag_params[j]
+            gain = diag_deviance[j] + shift - deviance[j]
+            use = gain < extra + 3.0 * torch.sqrt(2.0 * extra.abs().clamp_min(1.0))  # (B,)
+            out.append(Mixture(*(torch.where(use.reshape(-1, *([1] * (a.ndim - 1))), bb, a)
+                                 for a, bb in zip(_padded(full, diag), _padded(diag, full)))))
+    return tuple(out)
+
+
+def _padded(mix: Mixture, other: Mixture) -> Mixture:
+    """mix with as many component slots as other (unused slots: -inf weight, unit precision)."""
+    k = max(mix.means.shape[1], other.means.shape[1])
+    return Mixture(_pad(mix.log_norm, k, -math.inf), _pad(mix.means, k, 0.0), _pad(mix.prec_chol, k, 1.0),
+                   _pad(mix.dof, k, GAUSSIAN_DOF))
+
+
+def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, heavy_tails: bool, iters: int,
+                final_iters: int, prior: float, patience: int, *,
+                diagonal: bool) -> tuple[tuple[Mixture, ...], tuple[list[Tensor], list[Tensor]]]:
+    """fit_mixtures for one covariance family: the mixtures, and per penalty the deviance -2 log L and
+    the parameter count (each (B,)) of the chosen K."""
+    b, n, d = x64.shape
+    x = x64
     pens = [float(p) * math.log(max(n, 2)) for p in penalties]
     k_max = max(1, min(int(max_components), n // (d + 1)))
     ones = torch.ones(b, n, 1, dtype=x64.dtype, device=x.device)
     active = torch.ones(b, 1, dtype=torch.bool, device=x.device)
-    with torch.no_grad():
-        log_w, means, cov, cov_dof = _m_step(x64, ones, ones, active, prior)
-        dof = torch.full_like(log_w, GAUSSIAN_DOF)
-        log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior,
-                                                      iters if heavy_tails else 0, heavy_tails)
-        state = (log_w, means, cov, dof)
-        fills = (-math.inf, 0.0, 1.0, GAUSSIAN_DOF)
-        start = [_pad(t, k_max, f) for t, f in zip(state, fills)]
-        crits = [-2 * loglik + pen * (d + _tails(dof) + cov_dof) for pen in pens]
-        bests = [list(start) for _ in pens]
-        stale = torch.zeros(b, dtype=torch.long, device=x.device)  # K steps since the loosest choice improved
-        for k in range(2, k_max + 1):
-            if bool((stale >= patience).all()):
-                break  # no context's penalized likelihood improved for `patience` splits in a row
-            log_w, means, cov, dof = _split(log_w, means, cov, dof)
-            active = torch.ones(b, k, dtype=torch.bool, device=x.device)
-            log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior, iters,
-                                                          heavy_tails)
-            padded = [_pad(t, k_max, f) for t, f in zip((log_w, means, cov, dof), fills)]
-            for j, pen in enumerate(pens):
-                c = -2 * loglik + pen * (k - 1 + k * d + _tails(dof) + cov_dof)
-                better = c < crits[j]
-                if pen == min(pens):
-                    stale = torch.where(better, 0, stale + 1)
-                crits[j] = torch.where(better, c, crits[j])
-                for i, t in enumerate(padded):
-                    bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])
-        out = []
-        for log_w, means, cov, dof in bests:
-            if final_iters and (k_max > 1 or heavy_tails):
-                log_w, means, cov, dof, _, _ = _em(x64, log_w, means, cov, dof, torch.isfinite(log_w), prior,
-                                                   final_iters, heavy_tails)
-            _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
-            out.append(Mixture(log_norm, means, prec_chol, dof))
-    return tuple(out)
+    log_w, means, cov, cov_dof = _m_step(x64, ones, ones, active, prior, diagonal)
+    dof = torch.full_like(log_w, GAUSSIAN_DOF)
+    log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior,
+                                                  iters if heavy_tails else 0, heavy_tails, diagonal)
+    if not (heavy_tails and iters):  # no EM step ran: count the covariance's parameters all the same
+        cov_dof = _m_step(x64, ones, ones, active, prior, diagonal)[3]
+    state = (log_w, means, cov, dof)
+    fills = (-math.inf, 0.0, 1.0, GAUSSIAN_DOF)
+    start = [_pad(t, k_max, f) for t, f in zip(state, fills)]
+    deviance = [-2 * loglik for _ in pens]
+    params = [d + _tails(dof) + cov_dof for _ in pens]
+    crits = [dev + pen * p for dev, p, pen in zip(deviance, params, pens)]
+    bests = [list(start) for _ in pens]
+    stale = torch.zeros(b, dtype=torch.long, device=x.device)  # K steps since the loosest choice improved
+    for k in range(2, k_max + 1):
+        if bool((stale >= patience).all()):
+            break  # no context's penalized likelihood improved for `patience` splits in a row
+        log_w, means, cov, dof = _split(log_w, means, cov, dof)
+        active = torch.ones(b, k, dtype=torch.bool, device=x.device)
+        log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior, iters,
+                                                      heavy_tails, diagonal)
+        padded = [_pad(t, k_max, f) for t, f in zip((log_w, means, cov, dof), fills)]
+        for j, pen in enumerate(pens):
+            p = k - 1 + k * d + _tails(dof) + cov_dof
+            c = -2 * loglik + pen * p
+            better = c < crits[j]
+            if pen == min(pens):
+                stale = torch.where(better, 0, stale + 1)
+            crits[j] = torch.where(better, c, crits[j])
+            deviance[j] = torch.where(better, -2 * loglik, deviance[j])
+            params[j] = torch.where(better, p, params[j])
+            for i, t in enumerate(padded):
+                bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])
+    out = []
+    for log_w, means, cov, dof in bests:
+        if final_iters and (k_max > 1 or heavy_tails):
+            log_w, means, cov, dof, _, _ = _em(x64, log_w, means, cov, dof, torch.isfinite(log_w), prior,
+                                               final_iters, heavy_tails, diagonal)
+        _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
+        out.append(Mixture(log_norm, means, prec_chol, dof))
+    return tuple(out), (deviance, params)
 
 
 def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **kwargs) -> Mixture:

@@ -28,6 +28,13 @@ class Whitening(NamedTuple):
         """Whiten points (B, m, d)."""
         return (x - self.mean[:, None]) @ self.matrix
 
+    def data_axes(self) -> Tensor:
+        """(B, d, d) matrix taking whitened points y to the data's own standardized coordinates,
+        z = y @ data_axes with z_j = (x_j - mean_j) / sd_j (what a diagonal-covariance fit uses)."""
+        inv = torch.linalg.inv(self.matrix)  # y @ inv = x - mean
+        sd = torch.linalg.vector_norm(inv, dim=-2)  # (B, d): sd_j^2 = (inv^T inv)_jj = (A^-2)_jj
+        return inv / sd[:, None, :]
+
     def score_back(self, score_w: Tensor) -> Tensor:
         """Map a whitened-space score (B, m, d) back to data space: s = s_w A^T."""
         return score_w @ self.matrix.transpose(-1, -2)

@@ -145,3 +145,45 @@ def test_convolving_a_gaussian_mixture_is_exact():
     exact = torch.distributions.MultivariateNormal(mix.means[0, :k] @ m[0], covariance_matrix=cov)
     expected = torch.logsumexp(exact.log_prob(y[0, :, None]) + log_w, -1)
     torch.testing.assert_close(mixture_log_density_and_score(out, y)[0][0], expected)
+
+
+def _covariances(mix, k):
+    prec = mix.prec_chol[0, :k] @ mix.prec_chol[0, :k].transpose(-1, -2)
+    return torch.linalg.inv(prec)
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_diagonal_family_is_chosen_where_the_axes_are_independent(rotate):
+    """30-D two-component mixtures, whitened as the network sees them: with components diagonal on the
+    data's axes, BIC keeps the diagonal family (covariances diagonal in the data_axes coordinates, and a
+    much better fit than the full family alone); with a random rotation, the full family."""
+    from disco_plug.gmm import random_gmm
+    from disco_plug.whitening import fit_whitening
+    g = torch.Generator().manual_seed(11)
+    gmm = random_gmm(1, 30, generator=g, dtype=torch.float64, components=(2, 2), rotate=rotate)
+    x, y = gmm.sample(1500, generator=g), gmm.sample(300, generator=g)
+    w = fit_whitening(x)
+    axes = w.data_axes()
+    both = fit_mixtures(w.apply(x), axes=axes)[0]
+    full = fit_mixtures(w.apply(x))[0]
+    k = int(both.components)
+    cov_z = axes[0].T @ _covariances(both, k) @ axes[0]  # (k, d, d) in the data's standardized axes
+    off = cov_z - torch.diag_embed(torch.diagonal(cov_z, dim1=-2, dim2=-1))
+    true = gmm.score(y)
+    err = {name: float(((w.score_back(mixture_log_density_and_score(m, w.apply(y))[1]) - true) ** 2).sum()
+                       / (true**2).sum()) for name, m in (("both", both), ("full", full))}
+    if rotate:
+        assert float(off.abs().max()) > 0.05
+        assert err["both"] == pytest.approx(err["full"])
+    else:
+        assert float(off.abs().max()) < 1e-9 and k == 2
+        assert err["both"] < 0.2 * err["full"], err
+
+
+def test_data_axes_give_the_standardized_coordinates():
+    from disco_plug.whitening import fit_whitening
+    x = torch.randn(1, 500, 3, dtype=torch.float64) @ torch.tensor([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]],
+                                                                    dtype=torch.float64) + 4.0
+    w = fit_whitening(x, eps=0.0)
+    z = w.apply(x) @ w.data_axes()
+    torch.testing.assert_close(z, (x - x.mean(1, keepdim=True)) / x.std(1, correction=0, keepdim=True))

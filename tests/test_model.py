@@ -94,3 +94,25 @@ def test_kernel_density_with_noise_is_the_kde_with_the_wider_kernel():
     zero = torch.linalg.eigh(torch.zeros_like(noise))
     for a, b in zip(kernel_density(y, centres, bw, zero), kernel_density(y, centres, bw)):
         torch.testing.assert_close(a, b)
+
+
+def test_mixture_axes_and_prior_come_from_the_config():
+    """The shipped config ignores the data axes; mixture_axes=True lets the fits use them, and the
+    shrinkage prior follows mixture_prior_scale."""
+    from disco_plug.gmm import random_gmm
+    from disco_plug.whitening import fit_whitening
+    g = torch.Generator().manual_seed(2)
+    x = random_gmm(1, 6, generator=g, dtype=torch.float64, components=(2, 2), rotate=False).sample(600, generator=g)
+    w = fit_whitening(x)
+    xw, axes = w.apply(x).float(), w.data_axes()
+    y = xw[:, :20]
+    outs = {}
+    for name, extra in (("plain", {}), ("axes", {"mixture_axes": True}), ("prior", {"mixture_prior_scale": 4.0})):
+        torch.manual_seed(0)
+        net = DiScoFormer(ModelConfig(width=32, depth=2, heads=4, max_dim=6, **extra))
+        with torch.no_grad():
+            outs[name] = [net.skip_features(net.encode(xw, axes=axes, **kw), y).log_density for kw in ({},)][0]
+            if name == "plain":
+                no_axes = net.skip_features(net.encode(xw), y).log_density
+    torch.testing.assert_close(outs["plain"], no_axes)
+    assert not torch.allclose(outs["plain"], outs["axes"]) and not torch.allclose(outs["plain"], outs["prior"])
