@@ -20,7 +20,7 @@ from .checkpoint import default_weights_path, load_weights
 from .config import ModelConfig
 from .mixture import Mixture, convolve_mixture
 from .model import ContextCache, DiScoFormer
-from .validation import ArraySpec, as_points, check_finite, check_samples
+from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
 from .whitening import Whitening, fit_whitening
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ class FittedEstimator:
         a0, a = clean.whitening.matrix, self.whitening.matrix  # (1, d, d), symmetric
         noise_cov = self.noise_std**2 * (a @ a)
         noise_cov = 0.5 * (noise_cov + noise_cov.transpose(-1, -2))
-        mixtures = tuple(convolve_mixture(m, torch.linalg.solve(a0, a), noise_cov) for m in clean.cache.mixtures)
+        to_frame = torch.linalg.solve(a0, a)  # clean whitened frame -> this one
+        mixtures = tuple(convolve_mixture(m, to_frame, noise_cov) for m in clean.cache.mixtures)
         evals, evecs = torch.linalg.eigh(noise_cov)
         return self.network.encode(self._whitened_context(), mixtures=mixtures,
                                    kernel_noise=(evals.clamp_min(0.0), evecs))
@@ -152,9 +153,7 @@ class FittedEstimator:
         is the expectation, over the noise draw, of those skips fitted on X + sigma * E, so it carries
         none of one draw's sampling error; the mixtures are fitted once, on the clean samples. The
         gates are then evaluated on the convolved skips as usual."""
-        sigma = float(sigma)
-        if not (sigma >= 0 and math.isfinite(sigma)):
-            raise ValueError(f"sigma must be a finite noise level >= 0, got {sigma}")
+        sigma = check_noise_level(sigma)
         clean = self if self._clean is None else self._clean
         total = math.hypot(self.noise_std, sigma)
         if total == 0.0:

@@ -241,17 +241,16 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
     """fit_mixtures for one covariance family: the mixtures, and per penalty the deviance -2 log L and
     the parameter count (each (B,)) of the chosen K."""
     b, n, d = x64.shape
-    x = x64
     pens = [float(p) * math.log(max(n, 2)) for p in penalties]
     k_max = max(1, min(int(max_components), n // (d + 1)))
-    ones = torch.ones(b, n, 1, dtype=x64.dtype, device=x.device)
-    active = torch.ones(b, 1, dtype=torch.bool, device=x.device)
-    log_w, means, cov, cov_dof = _m_step(x64, ones, ones, active, prior, diagonal)
+    ones = torch.ones(b, n, 1, dtype=x64.dtype, device=x64.device)
+    active = torch.ones(b, 1, dtype=torch.bool, device=x64.device)
+    log_w, means, cov, fit_dof = _m_step(x64, ones, ones, active, prior, diagonal)
     dof = torch.full_like(log_w, GAUSSIAN_DOF)
     log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior,
                                                   iters if heavy_tails else 0, heavy_tails, diagonal)
-    if not (heavy_tails and iters):  # no EM step ran: count the covariance's parameters all the same
-        cov_dof = _m_step(x64, ones, ones, active, prior, diagonal)[3]
+    if not (heavy_tails and iters):  # no EM step ran: the fit's own covariance parameters count
+        cov_dof = fit_dof
     state = (log_w, means, cov, dof)
     fills = (-math.inf, 0.0, 1.0, GAUSSIAN_DOF)
     start = [_pad(t, k_max, f) for t, f in zip(state, fills)]
@@ -259,12 +258,12 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
     params = [d + _tails(dof) + cov_dof for _ in pens]
     crits = [dev + pen * p for dev, p, pen in zip(deviance, params, pens)]
     bests = [list(start) for _ in pens]
-    stale = torch.zeros(b, dtype=torch.long, device=x.device)  # K steps since the loosest choice improved
+    stale = torch.zeros(b, dtype=torch.long, device=x64.device)  # K steps since the loosest choice improved
     for k in range(2, k_max + 1):
         if bool((stale >= patience).all()):
             break  # no context's penalized likelihood improved for `patience` splits in a row
         log_w, means, cov, dof = _split(log_w, means, cov, dof)
-        active = torch.ones(b, k, dtype=torch.bool, device=x.device)
+        active = torch.ones(b, k, dtype=torch.bool, device=x64.device)
         log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior, iters,
                                                       heavy_tails, diagonal)
         padded = [_pad(t, k_max, f) for t, f in zip((log_w, means, cov, dof), fills)]

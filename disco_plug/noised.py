@@ -18,7 +18,6 @@ the queries.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .kde import scott_factor
+from .validation import check_noise_level
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimator import FittedEstimator
@@ -93,7 +93,7 @@ class NoisedScore:
     def fitted_at(self, sigma: float) -> "FittedEstimator":
         """The estimate of p * N(0, sigma^2 I) (the fit itself at sigma = 0), from the cache if present:
         `fitted.convolved(sigma)`, or the estimator fitted on X + sigma * E in mode "noised_context"."""
-        sigma = _check_sigma(sigma)
+        sigma = check_noise_level(sigma)
         if sigma == 0.0:
             return self.fitted
         level = self._levels.get(sigma)
@@ -198,17 +198,6 @@ def _moment_matched(noise: Tensor, samples: Tensor) -> Tensor:
     e = e - q @ (q.T @ e)
     evals, evecs = torch.linalg.eigh(e.T @ e / n)
     return e @ ((evecs * evals.rsqrt()) @ evecs.T)
-
-
-def _check_sigma(sigma: float | Tensor) -> float:
-    if isinstance(sigma, Tensor):
-        if sigma.numel() != 1:
-            raise ValueError(f"sigma must be a scalar noise level, got a tensor of shape {tuple(sigma.shape)}")
-        sigma = sigma.item()
-    sigma = float(sigma)
-    if not (sigma >= 0 and math.isfinite(sigma)):
-        raise ValueError(f"sigma must be a finite noise level >= 0, got {sigma}")
-    return sigma
 
 
 def _gen_device(generator: torch.Generator | None, like: Tensor) -> torch.device:

@@ -14,6 +14,7 @@ Rules (tested row by row in tests/test_validation.py):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ArraySpec", "as_points", "check_finite", "check_samples"]
+__all__ = ["ArraySpec", "as_points", "check_finite", "check_noise_level", "check_samples"]
 
 _TORCH_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Spread (per-column standard deviation) that the float64 covariance and its eigen-decomposition
@@ -169,3 +170,15 @@ def check_samples(x: Tensor, name: str = "samples") -> None:
             raise ValueError(f"{name} column {j} has spread (standard deviation) {s:.3g}, outside the "
                              f"range {_MIN_SPREAD:.0e}..{_MAX_SPREAD:.0e} that float64 whitening handles; "
                              f"rescale the data (results scale exactly: p_a(a y) = p(y) / a^d)")
+
+
+def check_noise_level(sigma: float | Tensor) -> float:
+    """sigma as a float, or ValueError unless it is a finite scalar >= 0 (a number or a one-element tensor)."""
+    if isinstance(sigma, Tensor):
+        if sigma.numel() != 1:
+            raise ValueError(f"sigma must be a scalar noise level, got a tensor of shape {tuple(sigma.shape)}")
+        sigma = sigma.item()
+    sigma = float(sigma)
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be a finite noise level >= 0, got {sigma}")
+    return sigma
