@@ -191,9 +191,79 @@ def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: 
     return stats, lo, hi, tokens
 
 
+GateStatistics = dict[int, tuple[dict, Tensor, Tensor, int]]
+
+
+@torch.no_grad()
+def gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, dims: list[int],
+                    batches_per_dim: int = 4, small_dim_factor: int = 2) -> GateStatistics:
+    """The least-squares statistics (_gate_statistics) that solve_gates needs for `dims`: d -> (normal
+    equations, feature lo, feature hi, tokens), for every d in dims and its pooling neighbours
+    (gate_pool_width). d <= 10 gets small_dim_factor times more batches: its tasks are cheap, and
+    the report's headline rows (d = 2 and 10) are there."""
+    need = sorted({e for d in dims for e in range(max(1, d - gate_pool_width(d)),
+                                                   min(net.config.max_dim, d + gate_pool_width(d)) + 1)})
+    return {e: _gate_statistics(net, cfg, g, e, batches_per_dim * (small_dim_factor if e <= 10 else 1))
+            for e in need}
+
+
+def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, lam: float) -> dict[str, Tensor]:
+    """Coefficient vectors (ng + 1 rows of ns gates, flattened) that the held-out check chooses among:
+    the ridge least squares on every column ("sloped"), on the constants only ("constant"), the same two
+    on the mixture gates only (KDE gates zero), and each mixture alone (its gate 1, the rest 0). nf: the
+    number of KDE skips, which come first."""
+    k = normal.shape[0]
+    a = normal + lam * torch.diag(normal.diagonal().clamp_min(1e-30))
+    column = torch.arange(k)
+    gate = column % ns  # coefficient p * ns + j belongs to gate j
+    subsets = {"sloped": column >= 0, "constant": column < ns,
+               "mixtures sloped": gate >= nf, "mixtures constant": (column < ns) & (gate >= nf)}
+    out = {}
+    for name, keep in subsets.items():
+        if not keep.any():
+            continue
+        c = torch.zeros_like(rhs)
+        idx = keep.nonzero()[:, 0]
+        c[idx] = torch.linalg.solve(a[idx][:, idx], rhs[idx])
+        out[name] = c
+    for j in range(nf, ns):
+        c = torch.zeros_like(rhs)
+        c[j] = 1.0
+        out[f"mixture {j - nf} alone"] = c
+    return out
+
+
+@torch.no_grad()
+def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int],
+                ridge: float | None = None) -> dict[int, dict[str, str]]:
+    """Set the gate tables of every d in dims from the statistics of d and its neighbours: per d and
+    head, the candidate of _gate_candidates with the lowest pooled in-distribution error on the held-out
+    batches. Returns d -> {head: chosen candidate}."""
+    ns, ng, nf = net.num_skips, net.num_gate_features, len(net.config.kde_factors)
+    chosen = {}
+    for d in dims:
+        window = [stats[e] for e in range(d - gate_pool_width(d), d + gate_pool_width(d) + 1) if e in stats]
+        chosen[d] = {}
+        for kind, base, slope in (("score", net.gate_base, net.gate_slope),
+                                  ("logp", net.logp_gate_base, net.logp_gate_slope)):
+            normal, rhs = (sum(w[0][("fit", kind)][i] for w in window) for i in (0, 1))
+            # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
+            cands = _gate_candidates(normal, rhs, ns, nf, gate_ridge(d) if ridge is None else ridge)
+            c_normal, c_rhs, c_const = (sum(w[0][("check", kind)][i] for w in window) for i in (0, 1, 2))
+            check = {name: float(c @ c_normal @ c - 2 * c @ c_rhs + c_const) for name, c in cands.items()}
+            best = min(check, key=check.__getitem__)
+            chosen[d][kind] = best
+            coef = cands[best].reshape(ng + 1, ns).to(base.dtype)
+            base[d] = coef[0]
+            slope[d] = coef[1:]
+        net.gate_feature_lo[d] = torch.stack([w[1] for w in window]).amin(0).to(net.gate_feature_lo.dtype)
+        net.gate_feature_hi[d] = torch.stack([w[2] for w in window]).amax(0).to(net.gate_feature_hi.dtype)
+    return chosen
+
+
 @torch.no_grad()
 def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
-                  ridge: float | None = None, dims: range | None = None) -> int:
+                  ridge: float | None = None, dims: range | None = None, small_dim_factor: int = 2) -> int:
     """Start from the best blend of the gated skips instead of from the Gaussian fit: for every d (all
     of 1..max_dim unless `dims` is given), weighted least squares for the gate tables of a fresh
     network (zero-initialized heads, so its prediction is the Gaussian fit plus the skips).
@@ -203,37 +273,15 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
     (report section 3: attention can be exactly a KDE). The gates may also depend linearly on each
     query's scalar features and log n (slopes): S (G + 1) unknowns, one solve per d and head, on the
     statistics of d and its neighbours (gate_pool_width). Held-out batches then decide, per d and head,
-    between that fit and constant gates. The range of the gate features over the fit batches is stored
-    too: queries clamp their features to it. ridge: the relative ridge (default gate_ridge(d)).
+    among that fit, constant gates, the same on the mixture gates only, and each mixture alone
+    (solve_gates). The range of the gate features over the fit batches is stored too: queries clamp
+    their features to it. ridge: the relative ridge (default gate_ridge(d)).
 
     Returns the number of points (context + queries) the fit read, its training cost in tokens."""
-    ns, ng = net.num_skips, net.num_gate_features
     dims = list(dims or range(1, net.config.max_dim + 1))
-    need = sorted({e for d in dims for e in range(max(1, d - gate_pool_width(d)),
-                                                   min(net.config.max_dim, d + gate_pool_width(d)) + 1)})
-    per_d, tokens = {}, 0
-    for e in need:
-        per_d[e] = _gate_statistics(net, cfg, g, e, batches_per_dim * (2 if e <= 10 else 1))
-        tokens += per_d[e][3]
-    for d in dims:
-        window = [per_d[e] for e in range(d - gate_pool_width(d), d + gate_pool_width(d) + 1) if e in per_d]
-        for kind, base, slope in (("score", net.gate_base, net.gate_slope),
-                                  ("logp", net.logp_gate_base, net.logp_gate_slope)):
-            normal, rhs = (sum(w[0][("fit", kind)][i] for w in window) for i in (0, 1))
-            # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
-            lam = gate_ridge(d) if ridge is None else ridge
-            a = normal + lam * torch.diag(normal.diagonal().clamp_min(1e-30))
-            full = torch.linalg.solve(a, rhs)
-            blend = torch.zeros_like(full)  # constant gates only (the per-d blend)
-            blend[:ns] = torch.linalg.solve(a[:ns, :ns], rhs[:ns])
-            c_normal, c_rhs, c_const = (sum(w[0][("check", kind)][i] for w in window) for i in (0, 1, 2))
-            check = [float(c @ c_normal @ c - 2 * c @ c_rhs + c_const) for c in (full, blend)]
-            coef = (full if check[0] <= check[1] else blend).reshape(ng + 1, ns).to(base.dtype)
-            base[d] += coef[0]
-            slope[d] += coef[1:]
-        net.gate_feature_lo[d] = torch.stack([w[1] for w in window]).amin(0).to(net.gate_feature_lo.dtype)
-        net.gate_feature_hi[d] = torch.stack([w[2] for w in window]).amax(0).to(net.gate_feature_hi.dtype)
-    return tokens
+    stats = gate_statistics(net, cfg, g, dims, batches_per_dim, small_dim_factor)
+    solve_gates(net, stats, dims, ridge)
+    return sum(s[3] for s in stats.values())
 
 
 # -- checkpoint --------------------------------------------------------------------------------------

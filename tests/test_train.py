@@ -1,4 +1,5 @@
-"""Training machinery: the loss falls, checkpoints resume exactly, torchrun data parallel runs."""
+"""Training machinery: the loss falls, the gate least squares picks by its held-out check, checkpoints
+resume exactly, torchrun data parallel runs."""
 
 import json
 import subprocess
@@ -9,7 +10,8 @@ import torch
 from disco_plug.checkpoint import load_weights
 from disco_plug.config import ModelConfig
 from disco_plug.model import DiScoFormer
-from disco_plug.train import TrainConfig, lr_at, parse_args, sample_task, train, train_step
+from disco_plug.train import (TrainConfig, gate_statistics, lr_at, parse_args, relative_errors, sample_task,
+                              solve_gates, train, train_step)
 
 TINY = ModelConfig(width=32, depth=1, heads=4, max_dim=8)
 
@@ -36,6 +38,62 @@ def test_tasks_have_exact_whitened_targets():
     torch.testing.assert_close(x.mean(1), torch.zeros_like(x.mean(1)), atol=1e-5, rtol=0)
     cov = x.transpose(1, 2) @ (x - x.mean(1, keepdim=True)) / x.shape[1]
     torch.testing.assert_close(cov, torch.eye(task["d"], dtype=torch.float64).expand_as(cov), atol=1e-4, rtol=0)
+
+
+def _synthetic_statistics(net: DiScoFormer, fit_target: torch.Tensor, check_target: torch.Tensor,
+                          design: torch.Tensor, check_design: torch.Tensor) -> dict:
+    """Gate statistics of one d from explicit design matrices (rows: residual components, columns: the
+    gate coefficients) and residual targets, in the layout gate_statistics returns."""
+    acc = {}
+    for part, f, r in (("fit", design, fit_target), ("check", check_design, check_target)):
+        for kind in ("score", "logp"):
+            acc[(part, kind)] = [f.T @ f, f.T @ r, float(r @ r)]
+    ng = net.num_gate_features
+    return {2: (acc, -torch.ones(ng), torch.ones(ng), 0)}
+
+
+def test_solve_gates_keeps_the_candidate_that_wins_the_held_out_check():
+    """The fit batches suggest a KDE gate of 0.5 that the held-out batches do not bear out: there the
+    residual is exactly the last mixture's skip. The check must then pick that mixture alone (zero
+    held-out error) over every least-squares candidate, which all carry part of the spurious 0.5."""
+    net = DiScoFormer(TINY)
+    ns, ng, nf = net.num_skips, net.num_gate_features, len(TINY.kde_factors)
+    k = ns * (ng + 1)
+    g = torch.Generator().manual_seed(3)
+    design, check_design = (torch.randn(400, k, generator=g, dtype=torch.float64) for _ in range(2))
+    last = ns - 1  # coefficient index of the last mixture's constant gate
+    stats = _synthetic_statistics(net, design[:, last] + 0.5 * design[:, 0], check_design[:, last],
+                                  design, check_design)
+    chosen = solve_gates(net, stats, [2])
+    assert chosen[2] == {"score": f"mixture {ns - nf - 1} alone", "logp": f"mixture {ns - nf - 1} alone"}
+    expected = torch.zeros(ns)
+    expected[last] = 1.0
+    torch.testing.assert_close(net.gate_base[2].detach(), expected.to(net.gate_base.dtype))
+    assert float(net.gate_slope[2].detach().abs().sum()) == 0.0
+    # Where the held-out batches agree with the fit, the full least squares wins instead.
+    stats = _synthetic_statistics(net, design[:, last] + 0.5 * design[:, 0], check_design[:, last] + 0.5 * check_design[:, 0],
+                                  design, check_design)
+    assert solve_gates(net, stats, [2])[2]["score"] in ("sloped", "constant")
+    assert abs(float(net.gate_base[2, 0].detach()) - 0.5) < 1e-2
+
+
+def test_gate_fit_beats_the_gaussian_fit_on_fresh_tasks():
+    """The least-squares gates, fitted on a few tasks, lower the in-distribution score error of fresh
+    tasks below that of the network they start from (zero gates: the Gaussian fit of the context)."""
+    torch.manual_seed(0)
+    net = DiScoFormer(TINY)
+    cfg = TrainConfig(context_tokens=2048, n_min=256, n_max=512, queries=64)
+    fresh = [sample_task(cfg, TINY.max_dim, torch.Generator().manual_seed(100 + i), dim=2) for i in range(4)]
+
+    def error() -> float:
+        with torch.no_grad():
+            return sum(float(relative_errors(t, *net(t["x"], t["y"]))[0].mean()) for t in fresh)
+
+    before = error()
+    solve_gates(net, gate_statistics(net, cfg, torch.Generator().manual_seed(7), [2], batches_per_dim=2), [2])
+    after = error()
+    # Measured (seed 7 for the fit, 100..103 for the fresh tasks): summed error 1.95 -> 0.43.
+    assert after < 0.8 * before, (before, after)
 
 
 def test_lr_schedule_warmup_stable_decay():

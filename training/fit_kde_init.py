@@ -9,31 +9,70 @@ then ships it (after comparing on the benchmark). Variants (issue 3's notes), e.
 
     .venv/bin/python training/fit_kde_init.py --out training/init/axes.safetensors --axis-aligned 0.25 \
         --model '{"mixture_prior_scale": 4.0, "mixture_axes": true}'
+
+--stats FILE keeps the least-squares statistics (the slow part) in FILE, or reuses them if FILE exists,
+so that solver changes can be compared without drawing the tasks again.
 """
 
 import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from disco_plug.checkpoint import save_weights
+from disco_plug.checkpoint import read_metadata, save_weights
 from disco_plug.config import ModelConfig
 from disco_plug.model import DiScoFormer
-from disco_plug.train import TrainConfig, fit_kde_gates
+from disco_plug.train import GateStatistics, TrainConfig, gate_statistics, solve_gates
+
+
+def save_statistics(path: str, stats: GateStatistics, hours: float) -> None:
+    flat = {}
+    for d, (acc, lo, hi, tokens) in stats.items():
+        flat[f"{d}/lo"], flat[f"{d}/hi"], flat[f"{d}/tokens"] = lo, hi, torch.tensor(tokens)
+        for (part, kind), (normal, rhs, const) in acc.items():
+            flat[f"{d}/{part}/{kind}/normal"], flat[f"{d}/{part}/{kind}/rhs"] = normal, rhs
+            flat[f"{d}/{part}/{kind}/const"] = torch.tensor(const, dtype=torch.float64)
+    save_file(flat, path, metadata={"hours": str(hours)})
+
+
+def load_statistics(path: str) -> tuple[GateStatistics, float]:
+    flat = load_file(path)
+    stats = {}
+    for d in sorted({int(k.split("/")[0]) for k in flat}):
+        acc = {(part, kind): [flat[f"{d}/{part}/{kind}/normal"], flat[f"{d}/{part}/{kind}/rhs"],
+                              float(flat[f"{d}/{part}/{kind}/const"])]
+               for part in ("fit", "check") for kind in ("score", "logp")}
+        stats[d] = (acc, flat[f"{d}/lo"], flat[f"{d}/hi"], int(flat[f"{d}/tokens"]))
+    return stats, float(read_metadata(path)["hours"])
+
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", default="training/init/kde_ls.safetensors")
 parser.add_argument("--model", default="{}", help="ModelConfig fields (JSON) that differ from the defaults")
 parser.add_argument("--axis-aligned", type=float, default=0.0, help="TrainConfig.axis_aligned")
+parser.add_argument("--small-dim-factor", type=int, default=2, help="more batches for d <= 10 (gate_statistics)")
+parser.add_argument("--stats", default="", help="keep (or reuse) the least-squares statistics in this file")
 args = parser.parse_args()
 torch.manual_seed(0)
 start = time.time()
 net = DiScoFormer(ModelConfig(**json.loads(args.model)))
-tokens = fit_kde_gates(net, TrainConfig(n_max=4096, axis_aligned=args.axis_aligned), torch.Generator().manual_seed(7),
-                       batches_per_dim=4)
-stats = {"tokens_seen": tokens, "train_hours": (time.time() - start) / 3600,
-         "hardware": f"1 x CPU process ({torch.get_num_threads()} threads, {os.cpu_count()} cores)",
-         "method": "least-squares gate fit (training/fit_kde_init.py), no gradient steps"}
-save_weights(args.out, net, metadata={"step": "0", "stats": json.dumps(stats)})
+dims = list(range(1, net.config.max_dim + 1))
+if args.stats and Path(args.stats).exists():
+    stats, hours = load_statistics(args.stats)
+    print(f"reusing the statistics in {args.stats} ({hours:.2f} h to draw)", flush=True)
+else:
+    stats = gate_statistics(net, TrainConfig(n_max=4096, axis_aligned=args.axis_aligned), torch.Generator().manual_seed(7),
+                            dims, batches_per_dim=4, small_dim_factor=args.small_dim_factor)
+    hours = (time.time() - start) / 3600
+    if args.stats:
+        save_statistics(args.stats, stats, hours)
+chosen = solve_gates(net, stats, dims)
+print(json.dumps({d: f"{c['score']} / {c['logp']}" for d, c in chosen.items()}), flush=True)
+stats_meta = {"tokens_seen": sum(s[3] for s in stats.values()), "train_hours": hours,
+              "hardware": f"1 x CPU process ({torch.get_num_threads()} threads, {os.cpu_count()} cores)",
+              "method": "least-squares gate fit (training/fit_kde_init.py), no gradient steps"}
+save_weights(args.out, net, metadata={"step": "0", "stats": json.dumps(stats_meta)})
