@@ -148,23 +148,24 @@ def gate_ridge(d: int) -> float:
 @torch.no_grad()
 def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: int,
                      batches: int) -> tuple[dict, Tensor, Tensor, int]:
-    """Normal equations of the gate least squares on fresh tasks of dimension d: ("fit"|"check", kind)
-    -> [normal matrix, rhs, constant], with the range (lo, hi) of the gate features and the tokens read.
-    The fit part is weighted like the training loss; the held-out check part is the pooled
-    in-distribution error, as the benchmark scores it."""
+    """Normal equations of the gate least squares on fresh tasks of dimension d: (part, kind) ->
+    [normal matrix, rhs, summed squared residual, summed squared target], with the range (lo, hi) of the
+    gate features and the tokens read. The "fit" part is weighted like the training loss; the held-out
+    batches give "check" (the pooled error on in-distribution queries, as the benchmark scores its
+    "same" column) and "tail" (the same on the queries from an unrelated mixture: its "other" column)."""
     ns, ng = net.num_skips, net.num_gate_features
     k = ns * (ng + 1)  # unknowns per d: a constant and ng slopes for each of the ns gates
-    stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0]
-             for part in ("fit", "check") for kind in ("score", "logp")}
+    stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0, 0.0]
+             for part in ("fit", "check", "tail") for kind in ("score", "logp")}
     tokens = 0
     for batch in range(batches + max(1, batches // 2)):
-        part = "fit" if batch < batches else "check"
+        held_out = batch >= batches
         task = sample_task(cfg, net.config.max_dim, g, dim=d)
         y = task["y"]
         tokens += task["x"].shape[0] * (task["x"].shape[1] + y.shape[1])
         f = net.skip_features(net.encode(task["x"], layers=False, axes=task.get("axes")), y)
         log_p, score = f.base_log_density, f.base_score  # a fresh network's prediction (zero gates)
-        if part == "fit":
+        if not held_out:
             flat = f.phi.reshape(-1, ng)
             lo = torch.minimum(lo, flat.min(0).values) if batch else flat.min(0).values
             hi = torch.maximum(hi, flat.max(0).values) if batch else flat.max(0).values
@@ -177,17 +178,20 @@ def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: 
                 ("score", score_f, task["score"] - score, (task["score"] ** 2).sum(-1)),
                 ("logp", log_f[..., None], (task["log_p"] - log_p)[..., None],
                  (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3)):
-            w = torch.ones_like(target)  # (B, m): per-query weights
-            if part == "fit":  # the training loss's weights
-                w[:, :t] /= target[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
-                w[:, t:] *= cfg.tail_weight / target[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
-            else:  # pooled error on in-distribution queries
-                w[:, t:] = 0.0
-            f64, r64, w64 = feat.double(), resid.double(), w.double()
-            acc = stats[(part, kind)]
-            acc[0] += torch.einsum("bm,bmik,bmjk->ij", w64, f64, f64)
-            acc[1] += torch.einsum("bm,bmik,bmk->i", w64, f64, r64)
-            acc[2] += float(torch.einsum("bm,bmk,bmk->", w64, r64, r64))
+            f64, r64, t64 = feat.double(), resid.double(), target.double()
+            for part in ("check", "tail") if held_out else ("fit",):
+                w = torch.ones_like(t64)  # (B, m): per-query weights
+                if part == "fit":  # the training loss's weights
+                    w[:, :t] /= t64[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
+                    w[:, t:] *= cfg.tail_weight / t64[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
+                else:  # pooled error on one kind of query
+                    w[:, t:] = 0.0 if part == "check" else 1.0
+                    w[:, :t] = 1.0 if part == "check" else 0.0
+                acc = stats[(part, kind)]
+                acc[0] += torch.einsum("bm,bmik,bmjk->ij", w, f64, f64)
+                acc[1] += torch.einsum("bm,bmik,bmk->i", w, f64, r64)
+                acc[2] += float(torch.einsum("bm,bmk,bmk->", w, r64, r64))
+                acc[3] += float((w * t64).sum())
     return stats, lo, hi, tokens
 
 
@@ -234,11 +238,12 @@ def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, lam: float) 
 
 
 @torch.no_grad()
-def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int],
-                ridge: float | None = None) -> dict[int, dict[str, str]]:
+def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int], ridge: float | None = None,
+                tail: float = 0.0) -> dict[int, dict[str, str]]:
     """Set the gate tables of every d in dims from the statistics of d and its neighbours: per d and
-    head, the candidate of _gate_candidates with the lowest pooled in-distribution error on the held-out
-    batches. Returns d -> {head: chosen candidate}."""
+    head, the candidate of _gate_candidates with the lowest held-out error, relative (over the summed
+    squared targets) on in-distribution queries plus `tail` times the same on the tail queries.
+    Returns d -> {head: chosen candidate}."""
     ns, ng, nf = net.num_skips, net.num_gate_features, len(net.config.kde_factors)
     chosen = {}
     for d in dims:
@@ -249,8 +254,13 @@ def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int],
             normal, rhs = (sum(w[0][("fit", kind)][i] for w in window) for i in (0, 1))
             # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
             cands = _gate_candidates(normal, rhs, ns, nf, gate_ridge(d) if ridge is None else ridge)
-            c_normal, c_rhs, c_const = (sum(w[0][("check", kind)][i] for w in window) for i in (0, 1, 2))
-            check = {name: float(c @ c_normal @ c - 2 * c @ c_rhs + c_const) for name, c in cands.items()}
+            check = {name: 0.0 for name in cands}
+            for part, weight in (("check", 1.0), ("tail", tail)):
+                if weight == 0:
+                    continue
+                c_normal, c_rhs, c_const, c_norm = (sum(w[0][(part, kind)][i] for w in window) for i in range(4))
+                for name, c in cands.items():
+                    check[name] += weight * float(c @ c_normal @ c - 2 * c @ c_rhs + c_const) / c_norm
             best = min(check, key=check.__getitem__)
             chosen[d][kind] = best
             coef = cands[best].reshape(ng + 1, ns).to(base.dtype)

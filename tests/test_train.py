@@ -41,13 +41,16 @@ def test_tasks_have_exact_whitened_targets():
 
 
 def _synthetic_statistics(net: DiScoFormer, fit_target: torch.Tensor, check_target: torch.Tensor,
-                          design: torch.Tensor, check_design: torch.Tensor) -> dict:
+                          design: torch.Tensor, check_design: torch.Tensor,
+                          tail_target: torch.Tensor | None = None) -> dict:
     """Gate statistics of one d from explicit design matrices (rows: residual components, columns: the
     gate coefficients) and residual targets, in the layout gate_statistics returns."""
     acc = {}
-    for part, f, r in (("fit", design, fit_target), ("check", check_design, check_target)):
+    tail_target = check_target if tail_target is None else tail_target
+    for part, f, r in (("fit", design, fit_target), ("check", check_design, check_target),
+                       ("tail", check_design, tail_target)):
         for kind in ("score", "logp"):
-            acc[(part, kind)] = [f.T @ f, f.T @ r, float(r @ r)]
+            acc[(part, kind)] = [f.T @ f, f.T @ r, float(r @ r), float(r @ r)]
     ng = net.num_gate_features
     return {2: (acc, -torch.ones(ng), torch.ones(ng), 0)}
 
@@ -75,6 +78,21 @@ def test_solve_gates_keeps_the_candidate_that_wins_the_held_out_check():
                                   design, check_design)
     assert solve_gates(net, stats, [2])[2]["score"] in ("sloped", "constant")
     assert abs(float(net.gate_base[2, 0].detach()) - 0.5) < 1e-2
+
+
+def test_solve_gates_weighs_the_tail_queries_when_asked():
+    """In-distribution held-out queries favour the last mixture alone, tail queries the fitted blend
+    (KDE gate 0.5): with tail=0 the check keeps the mixture; with the tail error weighted 10x, the blend."""
+    net = DiScoFormer(TINY)
+    ns, nf = net.num_skips, len(TINY.kde_factors)
+    k = ns * (net.num_gate_features + 1)
+    g = torch.Generator().manual_seed(4)
+    design, check_design = (torch.randn(400, k, generator=g, dtype=torch.float64) for _ in range(2))
+    last = ns - 1
+    args = (design[:, last] + 0.5 * design[:, 0], check_design[:, last], design, check_design,
+            check_design[:, last] + 0.5 * check_design[:, 0])
+    assert solve_gates(net, _synthetic_statistics(net, *args), [2])[2]["score"] == f"mixture {ns - nf - 1} alone"
+    assert solve_gates(net, _synthetic_statistics(net, *args), [2], tail=10.0)[2]["score"] in ("sloped", "constant")
 
 
 def test_gate_fit_beats_the_gaussian_fit_on_fresh_tasks():

@@ -33,9 +33,9 @@ def save_statistics(path: str, stats: GateStatistics, hours: float) -> None:
     flat = {}
     for d, (acc, lo, hi, tokens) in stats.items():
         flat[f"{d}/lo"], flat[f"{d}/hi"], flat[f"{d}/tokens"] = lo, hi, torch.tensor(tokens)
-        for (part, kind), (normal, rhs, const) in acc.items():
+        for (part, kind), (normal, rhs, const, norm) in acc.items():
             flat[f"{d}/{part}/{kind}/normal"], flat[f"{d}/{part}/{kind}/rhs"] = normal, rhs
-            flat[f"{d}/{part}/{kind}/const"] = torch.tensor(const, dtype=torch.float64)
+            flat[f"{d}/{part}/{kind}/const"] = torch.tensor([const, norm], dtype=torch.float64)
     save_file(flat, path, metadata={"hours": str(hours)})
 
 
@@ -44,8 +44,8 @@ def load_statistics(path: str) -> tuple[GateStatistics, float]:
     stats = {}
     for d in sorted({int(k.split("/")[0]) for k in flat}):
         acc = {(part, kind): [flat[f"{d}/{part}/{kind}/normal"], flat[f"{d}/{part}/{kind}/rhs"],
-                              float(flat[f"{d}/{part}/{kind}/const"])]
-               for part in ("fit", "check") for kind in ("score", "logp")}
+                              *flat[f"{d}/{part}/{kind}/const"].tolist()]
+               for part in ("fit", "check", "tail") for kind in ("score", "logp")}
         stats[d] = (acc, flat[f"{d}/lo"], flat[f"{d}/hi"], int(flat[f"{d}/tokens"]))
     return stats, float(read_metadata(path)["hours"])
 
@@ -55,6 +55,8 @@ parser.add_argument("--out", default="training/init/kde_ls.safetensors")
 parser.add_argument("--model", default="{}", help="ModelConfig fields (JSON) that differ from the defaults")
 parser.add_argument("--axis-aligned", type=float, default=0.0, help="TrainConfig.axis_aligned")
 parser.add_argument("--small-dim-factor", type=int, default=2, help="more batches for d <= 10 (gate_statistics)")
+parser.add_argument("--tail", type=float, default=0.0,
+                    help="weight of the tail queries' held-out error in the choice of gates (solve_gates)")
 parser.add_argument("--stats", default="", help="keep (or reuse) the least-squares statistics in this file")
 args = parser.parse_args()
 torch.manual_seed(0)
@@ -70,7 +72,7 @@ else:
     hours = (time.time() - start) / 3600
     if args.stats:
         save_statistics(args.stats, stats, hours)
-chosen = solve_gates(net, stats, dims)
+chosen = solve_gates(net, stats, dims, tail=args.tail)
 print(json.dumps({d: f"{c['score']} / {c['logp']}" for d, c in chosen.items()}), flush=True)
 stats_meta = {"tokens_seen": sum(s[3] for s in stats.values()), "train_hours": hours,
               "hardware": f"1 x CPU process ({torch.get_num_threads()} threads, {os.cpu_count()} cores)",
