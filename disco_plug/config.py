@@ -30,7 +30,9 @@ class ModelConfig:
     mixture_prior_scale: the mixtures' covariances are shrunk towards the pooled one with
         mixture_prior_scale * (d + 2) pseudo-points (mixture.fit_mixtures' prior).
     mixture_axes: the mixture fits also try covariances diagonal on the data's own axes (d >= 3; see
-        mixture.fit_mixtures). The defaults, 1.0 and False, are what the shipped weights' gates were fitted
+        mixture.fit_mixtures).
+    mixture_common_axes: the mixture fits also try components that share their principal axes in the data's
+        own frame (Flury's common principal components; d >= 2; see mixture.fit_mixtures). The defaults, 1.0 and False, are what the shipped weights' gates were fitted
         with; 4.0 and True fit the mixtures alone better (issue 3's notes) but their refitted gates did
         not yet beat the shipped ones on every row.
     """
@@ -48,6 +50,7 @@ class ModelConfig:
     t_mixture_penalties: tuple[float, ...] = (1.0,)
     mixture_prior_scale: float = 1.0
     mixture_axes: bool = False
+    mixture_common_axes: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads:

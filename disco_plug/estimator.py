@@ -126,7 +126,8 @@ class FittedEstimator:
         if self._cache is None:
             with torch.no_grad():
                 if self._clean is None:
-                    self._cache = self.network.encode(self._whitened_context(), axes=self.whitening.data_axes())
+                    self._cache = self.network.encode(self._whitened_context(), axes=self.whitening.data_axes(),
+                                                      frame=self.whitening.raw_frame())
                 else:
                     self._cache = self._convolved_cache()
         return self._cache

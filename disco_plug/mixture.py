@@ -21,6 +21,13 @@ algorithm for mixture models", and the binary splitting of Linde, Buzo & Gray 19
 - The number of components is chosen per context by a penalized likelihood: -2 log L + penalty * p,
   where p counts weights, means, the degrees of freedom of heavy-tailed components and the
   covariances' effective parameters (shrinkage lowers them). penalty = log n is BIC (Schwarz 1978); penalty = 2 is AIC (Akaike 1974).
+- Optionally (fit_mixtures' `frame`), a family whose components share their principal axes: covariances
+  D diag(v_k) D^T with one orthogonal D per context, fitted in a given frame (Flury 1984, "Common
+  principal components in k groups"; mclust's VVE model of Celeux & Govaert 1995). It costs
+  d (d - 1) / 2 + K d covariance parameters instead of K d (d + 1) / 2. D minimizes Flury's criterion
+  sum_k n_k log det diag(D^T S_k D) by Newton steps on all axis pairs at once, as the quasi-Newton joint
+  diagonalization of Ablin, Cardoso & Gramfort 2018 ("Beyond Pham's algorithm for joint
+  diagonalization") restricted to rotations.
 - The selected mixture gets `final_iters` more EM steps.
 
 Deterministic and free of random draws: the same set of points gives the same fit in any order.
@@ -38,6 +45,7 @@ from torch import Tensor
 __all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixtures", "mixture_log_density_and_score"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+COMMON_AXES_MAX_DIM = 32  # fit_mixtures' common-axes family above this d costs ~10 s per context (d = 100)
 _VAR_FLOOR = 1e-4  # covariance floor in whitened units (the context's total covariance is I)
 GAUSSIAN_DOF = 1e6  # degrees of freedom that stand for a Gaussian component (exact Gaussian formulas)
 DOF_GRID = (1.5, 2.0, 3.0, 5.0, 8.0, 15.0, 30.0, GAUSSIAN_DOF)  # the heavy-tailed fit's choices of nu
@@ -105,11 +113,65 @@ def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy_tails: bool) -> Tenso
     return grid[ll.argmax(-1)]
 
 
+def common_axes(cov: Tensor, weight: Tensor, axes: Tensor | None = None, iters: int = 20,
+                tol: float = 1e-9) -> Tensor:
+    """The orthogonal D (B, d, d) that minimizes Flury's common-principal-components criterion
+    sum_k w_k sum_i log (D^T C_k D)_ii for covariances cov (B, K, d, d) and weights (B, K) (zero for
+    unused components), starting from `axes` (default: the eigenvectors of the weighted mean covariance).
+
+    Each iteration takes one Newton step on every axis pair (i, j) at once, with the pair's own gradient
+    g_ij = sum_k 2 w_k M_ij (1 / M_jj - 1 / M_ii) and curvature h_ij = sum_k 2 w_k (M_ii - M_jj)^2 /
+    (M_ii M_jj) of the rotated M_k = D^T C_k D (the diagonal-dominant Hessian approximation of Ablin et al.
+    2018, for rotations), maps the skew step to a rotation by the Cayley transform and halves it until the
+    criterion decreases."""
+    b, k, d, _ = cov.shape
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    w = weight / weight.sum(-1, keepdim=True).clamp_min(1e-30)
+    if axes is None:
+        axes = torch.linalg.eigh((w[..., None, None] * cov).sum(1))[1]
+
+    def criterion(frame: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        m = frame.transpose(-1, -2)[:, None] @ cov @ frame[:, None]  # (B, K, d, d)
+        diag = torch.diagonal(m, dim1=-2, dim2=-1).clamp_min(1e-30)  # (B, K, d)
+        return (w * torch.log(diag).sum(-1)).sum(-1), m, diag
+
+    value, m, diag = criterion(axes)
+    for _ in range(iters):
+        inv = 1.0 / diag
+        wk = w[..., None, None]
+        grad = (2 * wk * m * (inv[..., None, :] - inv[..., :, None])).sum(1)  # (B, d, d)
+        curv = (2 * wk * (diag[..., :, None] - diag[..., None, :]) ** 2 * inv[..., :, None] * inv[..., None, :]).sum(1)
+        if float(grad.abs().amax()) < tol:
+            break
+        # Pairs whose components have nearly equal variances barely change the criterion: damp them.
+        step = -grad / (curv + 1e-3 * curv.mean((-1, -2), keepdim=True) + 1e-12)
+        step = (0.5 * (step - step.transpose(-1, -2)) * (1 - eye)).clamp(-0.5, 0.5)  # skew, |angle| <= 0.5
+        accepted = torch.zeros(b, dtype=torch.bool, device=cov.device)
+        new = (value, axes, m, diag)
+        for size in (1.0, 0.5, 0.25, 0.1):
+            if bool(accepted.all()):
+                break
+            a = size * step
+            trial = axes @ torch.linalg.solve(eye - a / 2, eye + a / 2)  # Cayley: orthogonal for skew a
+            t_value, t_m, t_diag = criterion(trial)
+            ok = ~accepted & torch.isfinite(t_value) & (t_value < value)
+            new = tuple(torch.where(ok.reshape(-1, *([1] * (old.ndim - 1))), cand, old)
+                        for old, cand in zip(new, (t_value, trial, t_m, t_diag)))
+            accepted |= ok
+        if not bool(accepted.any()):
+            break
+        value, axes, m, diag = new
+    return axes
+
+
 def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor,
-            prior: float, diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            prior: float, diagonal: bool = False,
+            frame: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """Weights, means, shrunk covariances and their effective covariance parameters per context, from
     the responsibilities resp (B, n, K) and the scale weights (B, n, K) (ones for Gaussians); with
-    diagonal, the covariances keep only their diagonals (d parameters each instead of d (d + 1) / 2)."""
+    diagonal, the covariances keep only their diagonals (d parameters each instead of d (d + 1) / 2).
+    With frame (B, d, d), an orthogonal starting point, the covariances share their principal axes
+    (common_axes, fitted from there) and the fitted axes are returned last (None otherwise)."""
     b, n, d = x.shape
     counts = resp.sum(1)  # (B, K)
     safe = counts.clamp_min(1e-10)
@@ -123,24 +185,33 @@ def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor,
     cov = (scatter + prior * pooled[:, None]) / (counts + prior)[..., None, None]
     if diagonal:
         cov = torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
-    cov = cov + _VAR_FLOOR * eye
     cov_dof = (shrink * active).sum(-1) * (d if diagonal else d * (d + 1) / 2)
+    if frame is not None and means.shape[1] > 1:
+        frame = common_axes(cov, (counts + prior) * active, frame, iters=4)
+        var = torch.diagonal(frame.transpose(-1, -2)[:, None] @ cov @ frame[:, None], dim1=-2, dim2=-1)  # (B, K, d)
+        cov = (frame[:, None] * var[..., None, :]) @ frame.transpose(-1, -2)[:, None]
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        cov_dof = d * (d - 1) / 2 + (shrink * active).sum(-1) * d
+    cov = cov + _VAR_FLOOR * eye
     log_w = torch.where(active, torch.log(safe / n), torch.full_like(safe, -math.inf))
-    return log_w, means, cov, cov_dof
+    return log_w, means, cov, cov_dof, frame
 
 
 def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, active: Tensor, prior: float,
-        iters: int, heavy_tails: bool, diagonal: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """`iters` EM steps; returns the parameters, the effective covariance dof and log-likelihood (B,)."""
+        iters: int, heavy_tails: bool, diagonal: bool = False,
+        frame: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """`iters` EM steps; returns the parameters, the effective covariance dof, the log-likelihood (B,)
+    and the common axes (with a starting frame; see _m_step)."""
     d = x.shape[-1]
     cov_dof = torch.zeros_like(log_w[:, 0])
     for _ in range(iters):
         joint, delta, _, _ = _joint(x, log_w, means, cov, dof)
         resp = torch.softmax(joint, dim=-1)
         dof = torch.where(active, _choose_dof(resp, delta, d, heavy_tails), dof)
-        log_w, means, cov, cov_dof = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, prior, diagonal)
+        log_w, means, cov, cov_dof, frame = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, prior,
+                                                    diagonal, frame)
     joint, _, _, _ = _joint(x, log_w, means, cov, dof)
-    return log_w, means, cov, dof, cov_dof, torch.logsumexp(joint, dim=-1).sum(-1)
+    return log_w, means, cov, dof, cov_dof, torch.logsumexp(joint, dim=-1).sum(-1), frame
 
 
 def _tails(dof: Tensor) -> Tensor:
@@ -178,7 +249,8 @@ def _pad(t: Tensor, k: int, value: float) -> Tensor:
 
 def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_components: int = 10, *,
                  heavy_tails: bool = False, iters: int = 8, final_iters: int = 12,
-                 prior: float | None = None, patience: int = 2, axes: Tensor | None = None) -> tuple[Mixture, ...]:
+                 prior: float | None = None, patience: int = 2, axes: Tensor | None = None,
+                 frame: Tensor | None = None) -> tuple[Mixture, ...]:
     """Fit mixtures to each context x (B, n, d) by EM with splitting (module docstring), one per
     model-choice penalty; the splitting path is shared, only the choice of K differs.
 
@@ -192,40 +264,56 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
     patience: stop growing K once the smallest penalty's criterion has not improved for this many
         splits in a row in every context (the criterion rarely recovers after that; it saves most of the
         work on data with few components).
-    axes: (B, d, d) or None. If given, a second family is fitted too, with covariances diagonal in the
-        coordinates z = x @ axes (e.g. the data's own standardized axes when x is whitened; Celeux &
-        Govaert 1995's diagonal family, as in mclust and scikit-learn), and each context and penalty
-        keeps the family with the better penalized likelihood. Diagonal components cost d parameters
-        instead of d (d + 1) / 2, which pays off in high dimension when the data's axes are independent
-        within each component. Ignored for d <= 2.
+    axes: (B, d, d) or None. If given, a family with covariances diagonal in the coordinates z = x @ axes
+        is fitted too (e.g. the data's own standardized axes when x is whitened; Celeux & Govaert 1995's
+        diagonal family, as in mclust and scikit-learn). Diagonal components cost d parameters instead of
+        d (d + 1) / 2, which pays off in high dimension when the data's axes are independent within each
+        component. Ignored for d <= 2.
+    frame: (B, d, d) or None. If given, a family whose components share their principal axes (module
+        docstring) is fitted too, in the coordinates z = x @ frame. The family is equivariant to rotations
+        of z, not to other linear maps, so the frame matters: Whitening.raw_frame gives the data's own
+        coordinates up to one scale, where rotated data keep a common orientation that whitening would
+        break. Ignored for d = 1 and above COMMON_AXES_MAX_DIM.
+    Each context and penalty keeps the full family unless a restricted one passes a likelihood-ratio test
+    against it (see below); among those that pass, the better penalized likelihood wins.
     Computed in float64 without gradients; returns float64 tensors."""
     x64 = x.detach().to(torch.float64)
     b, n, d = x64.shape
     options = (max_components, heavy_tails, iters, final_iters, float(d + 2) if prior is None else float(prior),
                patience)
     with torch.no_grad():
-        fits, (deviance, params) = _fit_family(x64, penalties, *options, diagonal=False)
-        if axes is None or d <= 2:  # at d <= 2 a diagonal saves at most one parameter per component
+        fits, (deviance, params) = _fit_family(x64, penalties, *options)
+        restricted = []  # (coordinates z = x @ matrix, family options), each fitted in its own coordinates
+        if axes is not None and d > 2:  # at d <= 2 a diagonal saves at most one parameter per component
+            restricted.append((axes.to(x64), dict(diagonal=True)))
+        if frame is not None and 1 < d <= COMMON_AXES_MAX_DIM:
+            restricted.append((frame.to(x64), dict(common=True)))
+        if not restricted:
             return fits
-        axes = axes.to(x64)
-        diag_fits, (diag_deviance, diag_params) = _fit_family(x64 @ axes, penalties, *options, diagonal=True)
-        # Deviances in the x coordinates: log L_x = log L_z + n log|det axes|.
-        shift = -2.0 * n * torch.linalg.slogdet(axes)[1]  # (B,)
-        back = torch.linalg.inv(axes)
-        zero = torch.zeros_like(axes)
-        out = []
-        for j, (full, diag) in enumerate(zip(fits, diag_fits)):
-            diag = convolve_mixture(diag, back, zero)
-            # The family is a likelihood-ratio test, not the K penalty: the diagonal family is kept unless
-            # the full one's deviance gain over it exceeds the chi-square mean of its extra parameters by
-            # 3 sd. BIC's log n per parameter would keep diagonal covariances on rotated data with moderate
-            # correlations, whose scores they get badly wrong (the score needs the precision matrix).
-            extra = params[j] - diag_params[j]
-            gain = diag_deviance[j] + shift - deviance[j]
-            use = gain < extra + 3.0 * torch.sqrt(2.0 * extra.abs().clamp_min(1.0))  # (B,)
-            out.append(Mixture(*(torch.where(use.reshape(-1, *([1] * (a.ndim - 1))), bb, a)
-                                 for a, bb in zip(_padded(full, diag), _padded(diag, full)))))
-    return tuple(out)
+        pens = [float(p) * math.log(max(n, 2)) for p in penalties]
+        best = [(fit, dev + pen * par) for fit, dev, par, pen in zip(fits, deviance, params, pens)]
+        for matrix, family in restricted:
+            r_fits, (r_deviance, r_params) = _fit_family(x64 @ matrix, penalties, *options, **family)
+            # Deviances in the x coordinates: log L_x = log L_z + n log|det matrix|.
+            shift = -2.0 * n * torch.linalg.slogdet(matrix)[1]  # (B,)
+            back = torch.linalg.inv(matrix)
+            for j, r_fit in enumerate(r_fits):
+                r_fit = convolve_mixture(r_fit, back, torch.zeros_like(matrix))
+                r_dev = r_deviance[j] + shift
+                # The family is a likelihood-ratio test, not the K penalty: the restricted family is kept
+                # unless the full one's deviance gain over it exceeds the chi-square mean of its extra
+                # parameters by 3 sd. BIC's log n per parameter would keep diagonal covariances on rotated
+                # data with moderate correlations, whose scores they get badly wrong (the score needs the
+                # precision matrix).
+                extra = params[j] - r_params[j]
+                gain = r_dev - deviance[j]
+                passes = gain < extra + 3.0 * torch.sqrt(2.0 * extra.abs().clamp_min(1.0))  # (B,)
+                crit = r_dev + pens[j] * r_params[j]
+                use = passes & (crit < best[j][1])
+                mix = Mixture(*(torch.where(use.reshape(-1, *([1] * (a.ndim - 1))), bb, a)
+                                for a, bb in zip(_padded(best[j][0], r_fit), _padded(r_fit, best[j][0]))))
+                best[j] = (mix, torch.where(use, crit, best[j][1]))
+    return tuple(mix for mix, _ in best)
 
 
 def _padded(mix: Mixture, other: Mixture) -> Mixture:
@@ -236,24 +324,26 @@ def _padded(mix: Mixture, other: Mixture) -> Mixture:
 
 
 def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, heavy_tails: bool, iters: int,
-                final_iters: int, prior: float, patience: int, *,
-                diagonal: bool) -> tuple[tuple[Mixture, ...], tuple[list[Tensor], list[Tensor]]]:
-    """fit_mixtures for one covariance family: the mixtures, and per penalty the deviance -2 log L and
-    the parameter count (each (B,)) of the chosen K."""
+                final_iters: int, prior: float, patience: int, *, diagonal: bool = False,
+                common: bool = False) -> tuple[tuple[Mixture, ...], tuple[list[Tensor], list[Tensor]]]:
+    """fit_mixtures for one covariance family (full, diagonal, or with common principal axes): the
+    mixtures, and per penalty the deviance -2 log L and the parameter count (each (B,)) of the chosen K."""
     b, n, d = x64.shape
     pens = [float(p) * math.log(max(n, 2)) for p in penalties]
     k_max = max(1, min(int(max_components), n // (d + 1)))
     ones = torch.ones(b, n, 1, dtype=x64.dtype, device=x64.device)
     active = torch.ones(b, 1, dtype=torch.bool, device=x64.device)
-    log_w, means, cov, fit_dof = _m_step(x64, ones, ones, active, prior, diagonal)
+    log_w, means, cov, fit_dof, _ = _m_step(x64, ones, ones, active, prior, diagonal)
     dof = torch.full_like(log_w, GAUSSIAN_DOF)
-    log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior,
-                                                  iters if heavy_tails else 0, heavy_tails, diagonal)
+    log_w, means, cov, dof, cov_dof, loglik, _ = _em(x64, log_w, means, cov, dof, active, prior,
+                                                     iters if heavy_tails else 0, heavy_tails, diagonal)
     if not (heavy_tails and iters):  # no EM step ran: the fit's own covariance parameters count
         cov_dof = fit_dof
+    # The common axes start as the principal axes of the one-component fit; each split starts from the last.
+    frame = torch.linalg.eigh(cov[:, 0])[1] if common else None
     state = (log_w, means, cov, dof)
     fills = (-math.inf, 0.0, 1.0, GAUSSIAN_DOF)
-    start = [_pad(t, k_max, f) for t, f in zip(state, fills)]
+    start = [_pad(t, k_max, f) for t, f in zip(state, fills)] + [frame]
     deviance = [-2 * loglik for _ in pens]
     params = [d + _tails(dof) + cov_dof for _ in pens]
     crits = [dev + pen * p for dev, p, pen in zip(deviance, params, pens)]
@@ -264,9 +354,9 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
             break  # no context's penalized likelihood improved for `patience` splits in a row
         log_w, means, cov, dof = _split(log_w, means, cov, dof)
         active = torch.ones(b, k, dtype=torch.bool, device=x64.device)
-        log_w, means, cov, dof, cov_dof, loglik = _em(x64, log_w, means, cov, dof, active, prior, iters,
-                                                      heavy_tails, diagonal)
-        padded = [_pad(t, k_max, f) for t, f in zip((log_w, means, cov, dof), fills)]
+        log_w, means, cov, dof, cov_dof, loglik, frame = _em(x64, log_w, means, cov, dof, active, prior, iters,
+                                                             heavy_tails, diagonal, frame)
+        padded = [_pad(t, k_max, f) for t, f in zip((log_w, means, cov, dof), fills)] + [frame]
         for j, pen in enumerate(pens):
             p = k - 1 + k * d + _tails(dof) + cov_dof
             c = -2 * loglik + pen * p
@@ -277,12 +367,13 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
             deviance[j] = torch.where(better, -2 * loglik, deviance[j])
             params[j] = torch.where(better, p, params[j])
             for i, t in enumerate(padded):
-                bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])
+                if t is not None:
+                    bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])
     out = []
-    for log_w, means, cov, dof in bests:
+    for log_w, means, cov, dof, frame in bests:
         if final_iters and (k_max > 1 or heavy_tails):
-            log_w, means, cov, dof, _, _ = _em(x64, log_w, means, cov, dof, torch.isfinite(log_w), prior,
-                                               final_iters, heavy_tails, diagonal)
+            log_w, means, cov, dof, _, _, _ = _em(x64, log_w, means, cov, dof, torch.isfinite(log_w), prior,
+                                                  final_iters, heavy_tails, diagonal, frame)
         _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
         out.append(Mixture(log_norm, means, prec_chol, dof))
     return tuple(out), (deviance, params)

@@ -225,7 +225,8 @@ class DiScoFormer(nn.Module):
 
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor, *, layers: bool = True, mixtures: tuple[Mixture, ...] | None = None,
-               kernel_noise: tuple[Tensor, Tensor] | None = None, axes: Tensor | None = None) -> ContextCache:
+               kernel_noise: tuple[Tensor, Tensor] | None = None, axes: Tensor | None = None,
+               frame: Tensor | None = None) -> ContextCache:
         """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
         config.t_mixture_penalties) and per-layer keys and values of every point (skipped with
         layers=False, or while the body is inert: the gated skips only). `mixtures` reuses the fits of
@@ -236,7 +237,9 @@ class DiScoFormer(nn.Module):
         `mixtures` must then be given, already convolved with N (mixture.convolve_mixture).
 
         axes (B, d, d): the data's own standardized axes in the whitened frame (Whitening.data_axes); with
-        config.mixture_axes the mixture fits also try covariances diagonal on those axes (fit_mixtures)."""
+        config.mixture_axes the mixture fits also try covariances diagonal on those axes (fit_mixtures).
+        frame (B, d, d): the data's own coordinates up to scale (Whitening.raw_frame); with
+        config.mixture_common_axes the fits also try components with common principal axes there."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
@@ -244,7 +247,8 @@ class DiScoFormer(nn.Module):
         if mixtures is None:
             if kernel_noise is not None:
                 raise ValueError("encode with kernel_noise needs the mixtures, convolved with the same noise")
-            opts = dict(prior=c.mixture_prior_scale * (d + 2), axes=axes if c.mixture_axes else None)
+            opts = dict(prior=c.mixture_prior_scale * (d + 2), axes=axes if c.mixture_axes else None,
+                        frame=frame if c.mixture_common_axes else None)
             mixtures = fit_mixtures(x, c.mixture_penalties, **opts) if c.mixture_penalties else ()
             if c.t_mixture_penalties:
                 mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True, **opts)
@@ -340,5 +344,6 @@ class DiScoFormer(nn.Module):
         log_f = (log_kde - gaussian_fit_log_density(y)[..., None]).clamp(-50.0 * d, 50.0 * d)
         return score_kde + y[:, :, None], log_f
 
-    def forward(self, context: Tensor, queries: Tensor, axes: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.query(self.encode(context, axes=axes), queries)
+    def forward(self, context: Tensor, queries: Tensor, axes: Tensor | None = None,
+                frame: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.query(self.encode(context, axes=axes, frame=frame), queries)

@@ -87,7 +87,7 @@ def sample_task(cfg: TrainConfig, max_dim: int, g: torch.Generator, dim: int | N
     inv = torch.linalg.inv(w.matrix)
     return dict(x=w.apply(x).float(), y=w.apply(y).float(), log_p=(log_p - w.log_det[:, None]).float(),
                 score=(score @ inv.transpose(-1, -2)).float(), tail_from=m_in + m_noise, d=d, n=n,
-                axes=w.data_axes())
+                axes=w.data_axes(), frame=w.raw_frame())
 
 
 # -- loss --------------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, task: dict, cfg: TrainConfig,
                lr: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One AdamW step with gradient clipping; returns the loss and its parts (detached)."""
-    log_p, score = model(task["x"], task["y"], task.get("axes"))
+    log_p, score = model(task["x"], task["y"], task.get("axes"), task.get("frame"))
     s_in, s_tail, l_in, l_tail = relative_errors(task, log_p, score)
     # log1p of each task's relative error: equal to it when small, but one task with a huge error
     # (a far tail query, an early log-density blow-up at d = 100) can no longer dominate the step.
@@ -151,8 +151,9 @@ def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: 
     """Normal equations of the gate least squares on fresh tasks of dimension d: (part, kind) ->
     [normal matrix, rhs, summed squared residual, summed squared target], with the range (lo, hi) of the
     gate features and the tokens read. The "fit" part is weighted like the training loss; the held-out
-    batches give "check" (the pooled error on in-distribution queries, as the benchmark scores its
-    "same" column) and "tail" (the same on the queries from an unrelated mixture: its "other" column)."""
+    batches give "check" (each batch's pooled relative error on in-distribution queries, as the
+    benchmark scores its "same" column) and "tail" (the same on the queries from an unrelated mixture:
+    its "other" column). Every batch weighs the same in each part."""
     ns, ng = net.num_skips, net.num_gate_features
     k = ns * (ng + 1)  # unknowns per d: a constant and ng slopes for each of the ns gates
     stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0, 0.0]
@@ -163,7 +164,8 @@ def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: 
         task = sample_task(cfg, net.config.max_dim, g, dim=d)
         y = task["y"]
         tokens += task["x"].shape[0] * (task["x"].shape[1] + y.shape[1])
-        f = net.skip_features(net.encode(task["x"], layers=False, axes=task.get("axes")), y)
+        f = net.skip_features(net.encode(task["x"], layers=False, axes=task.get("axes"),
+                                               frame=task.get("frame")), y)
         log_p, score = f.base_log_density, f.base_score  # a fresh network's prediction (zero gates)
         if not held_out:
             flat = f.phi.reshape(-1, ng)
@@ -180,13 +182,17 @@ def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: 
                  (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3)):
             f64, r64, t64 = feat.double(), resid.double(), target.double()
             for part in ("check", "tail") if held_out else ("fit",):
-                w = torch.ones_like(t64)  # (B, m): per-query weights
-                if part == "fit":  # the training loss's weights
-                    w[:, :t] /= t64[:, :t].sum(-1, keepdim=True).clamp_min(1e-6)
-                    w[:, t:] *= cfg.tail_weight / t64[:, t:].sum(-1, keepdim=True).clamp_min(1e-6)
-                else:  # pooled error on one kind of query
-                    w[:, t:] = 0.0 if part == "check" else 1.0
-                    w[:, :t] = 1.0 if part == "check" else 0.0
+                # (B, m) per-query weights. Every batch weighs the same, whatever its n: a batch has
+                # B = context_tokens // n tasks, so per-task weights would let the smallest n (64 tasks
+                # at n = 64, one at n = 4096) decide the gates for every n.
+                w = torch.ones_like(t64)
+                if part == "fit":  # the training loss's weights: each task's relative errors
+                    w[:, :t] /= t64[:, :t].sum(-1, keepdim=True).clamp_min(1e-6) * w.shape[0]
+                    w[:, t:] *= cfg.tail_weight / (t64[:, t:].sum(-1, keepdim=True).clamp_min(1e-6) * w.shape[0])
+                else:  # the batch's pooled relative error on one kind of query, as the benchmark scores a row
+                    keep = slice(0, t) if part == "check" else slice(t, None)
+                    w.zero_()
+                    w[:, keep] = 1.0 / t64[:, keep].sum().clamp_min(1e-6)
                 acc = stats[(part, kind)]
                 acc[0] += torch.einsum("bm,bmik,bmjk->ij", w, f64, f64)
                 acc[1] += torch.einsum("bm,bmik,bmk->i", w, f64, r64)

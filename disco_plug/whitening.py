@@ -35,6 +35,14 @@ class Whitening(NamedTuple):
         sd = torch.linalg.vector_norm(inv, dim=-2)  # (B, d): sd_j^2 = (inv^T inv)_jj = (A^-2)_jj
         return inv / sd[:, None, :]
 
+    def raw_frame(self) -> Tensor:
+        """(B, d, d) matrix taking whitened points y to the data's own coordinates up to one scale,
+        z = y @ raw_frame = (x - mean) / s with s^2 the mean variance of the features: the frame in which
+        a rotation of the data is a rotation of z (where mixture.fit_mixtures fits common principal axes)."""
+        inv = torch.linalg.inv(self.matrix)  # y @ inv = x - mean
+        scale = inv.square().sum((-2, -1)).div(inv.shape[-1]).sqrt()  # (B,): s^2 = trace(A^-2) / d
+        return inv / scale[:, None, None]
+
     def score_back(self, score_w: Tensor) -> Tensor:
         """Map a whitened-space score (B, m, d) back to data space: s = s_w A^T."""
         return score_w @ self.matrix.transpose(-1, -2)

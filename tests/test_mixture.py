@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from disco_plug.gmm import GaussianMixture
-from disco_plug.mixture import (GAUSSIAN_DOF, convolve_mixture, fit_mixture, fit_mixtures,
+from disco_plug.gmm import random_rotation
+from disco_plug.mixture import (GAUSSIAN_DOF, common_axes, convolve_mixture, fit_mixture, fit_mixtures,
                                  mixture_log_density_and_score)
 
 TWO = GaussianMixture.from_components(
@@ -187,3 +188,84 @@ def test_data_axes_give_the_standardized_coordinates():
     w = fit_whitening(x, eps=0.0)
     z = w.apply(x) @ w.data_axes()
     torch.testing.assert_close(z, (x - x.mean(1, keepdim=True)) / x.std(1, correction=0, keepdim=True))
+
+
+def test_common_axes_jointly_diagonalize_covariances_that_share_their_axes():
+    """Covariances R diag(v_k) R^T with one rotation R: the fitted D makes every D^T C_k D diagonal (the
+    criterion's minimum, Hadamard's inequality) and spans R's axes up to order and sign."""
+    g = torch.Generator().manual_seed(12)
+    d, k = 6, 4
+    rot = random_rotation(1, d, generator=g, dtype=torch.float64)  # (1, d, d)
+    var = 0.2 + torch.rand(1, k, d, generator=g, dtype=torch.float64)
+    cov = (rot[:, None] * var[..., None, :]) @ rot.transpose(-1, -2)[:, None]  # (1, K, d, d)
+    frame = common_axes(cov, torch.ones(1, k, dtype=torch.float64), iters=100)
+    m = frame.transpose(-1, -2)[:, None] @ cov @ frame[:, None]
+    off = m - torch.diag_embed(torch.diagonal(m, dim1=-2, dim2=-1))
+    assert float(off.abs().max()) < 1e-6
+    torch.testing.assert_close(frame[0].T @ frame[0], torch.eye(d, dtype=torch.float64))
+    match = (rot[0].T @ frame[0]).abs()  # a signed permutation matrix when the axes are recovered
+    torch.testing.assert_close(match.max(0).values, torch.ones(d, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def _common_axes_data(shared: bool, n: int, seed: int):
+    """n points of four separated 5-D components with one rotation (shared) or one rotation each, their
+    whitening and the whitened points; with shared, also the exact mixture (one rotation per mixture)."""
+    from disco_plug.whitening import fit_whitening
+    g = torch.Generator().manual_seed(seed)
+    d, k = 5, 4
+    means = 8.0 * torch.eye(k, d, dtype=torch.float64)
+    var = 0.1 + torch.rand(k, d, generator=g, dtype=torch.float64)
+    rots = random_rotation(1 if shared else k, d, generator=g, dtype=torch.float64).expand(k, d, d)
+    exact = GaussianMixture.from_components(torch.full((k,), 1.0 / k, dtype=torch.float64), means, var, rots[0])
+    comp = torch.arange(n) % k
+    x = means[comp] + ((var[comp].sqrt() * torch.randn(n, d, generator=g, dtype=torch.float64))[:, None]
+                       @ rots[comp].transpose(-1, -2))[:, 0]
+    w = fit_whitening(x[None])
+    return w, w.apply(x[None]), (exact if shared else None)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_common_axes_family_is_kept_only_where_the_components_share_their_axes(shared):
+    """With the frame given, the fitted components commute (share eigenvectors) in the data's frame where
+    the data have common axes; where each component has its own rotation, the likelihood-ratio test
+    rejects the family and the full-covariance fit is returned unchanged."""
+    w, xw, _ = _common_axes_data(shared, 2000, seed=13)
+    frame = w.raw_frame()
+    both = fit_mixtures(xw, frame=frame)[0]
+    full = fit_mixtures(xw)[0]
+    assert int(both.components) == 4
+    cov = frame[0].T @ _covariances(both, 4) @ frame[0]  # (K, d, d) in the frame
+    commutator = torch.linalg.matrix_norm(cov[0] @ cov[1] - cov[1] @ cov[0])
+    relative = float(commutator / (torch.linalg.matrix_norm(cov[0]) * torch.linalg.matrix_norm(cov[1])))
+    if shared:
+        assert relative < 1e-9
+    else:
+        assert relative > 0.05
+        for a, b in zip(both, full):
+            torch.testing.assert_close(a, b)
+
+
+def test_common_axes_fit_better_than_full_covariances_on_shared_axes():
+    """100 points per 5-D component: shared axes cost 10 + 4 x 5 covariance parameters instead of 4 x 15,
+    and the score error against the exact mixture, on 2000 fresh points, is smaller than with full
+    covariances. Over seeds 14..21 the ratio common / full was 0.43-0.95 (mean 0.63); seed 14 gives 0.58,
+    checked against 0.8."""
+    w, xw, exact = _common_axes_data(True, 400, seed=14)
+    y = exact.sample(2000, generator=torch.Generator().manual_seed(0))
+    true = exact.score(y)
+    err = {}
+    for name, mix in (("common", fit_mixtures(xw, frame=w.raw_frame())[0]), ("full", fit_mixtures(xw)[0])):
+        score = w.score_back(mixture_log_density_and_score(mix, w.apply(y))[1])
+        err[name] = float(((score - true) ** 2).sum() / (true**2).sum())
+    assert err["common"] < 0.8 * err["full"], err
+
+
+def test_raw_frame_gives_the_data_coordinates_up_to_scale():
+    from disco_plug.whitening import fit_whitening
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(1, 400, 3, dtype=torch.float64, generator=g) @ torch.tensor(
+        [[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]], dtype=torch.float64) + 4.0
+    w = fit_whitening(x, eps=0.0)
+    z = w.apply(x) @ w.raw_frame()
+    xc = x - x.mean(1, keepdim=True)
+    torch.testing.assert_close(z, xc / xc.square().mean((1, 2), keepdim=True).sqrt())

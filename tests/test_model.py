@@ -97,7 +97,8 @@ def test_kernel_density_with_noise_is_the_kde_with_the_wider_kernel():
 
 
 def test_mixture_axes_and_prior_come_from_the_config():
-    """The shipped config ignores the data axes; mixture_axes=True lets the fits use them, and the
+    """The shipped config ignores the data axes and frame; mixture_axes=True and mixture_common_axes=True let
+    the fits use them, and the
     shrinkage prior follows mixture_prior_scale."""
     from disco_plug.gmm import random_gmm
     from disco_plug.whitening import fit_whitening
@@ -107,12 +108,13 @@ def test_mixture_axes_and_prior_come_from_the_config():
     xw, axes = w.apply(x).float(), w.data_axes()
     y = xw[:, :20]
     outs = {}
-    for name, extra in (("plain", {}), ("axes", {"mixture_axes": True}), ("prior", {"mixture_prior_scale": 4.0})):
+    for name, extra in (("plain", {}), ("axes", {"mixture_axes": True}), ("prior", {"mixture_prior_scale": 4.0}),
+                        ("common", {"mixture_common_axes": True})):
         torch.manual_seed(0)
         net = DiScoFormer(ModelConfig(width=32, depth=2, heads=4, max_dim=6, **extra))
         with torch.no_grad():
-            outs[name] = [net.skip_features(net.encode(xw, axes=axes, **kw), y).log_density for kw in ({},)][0]
+            outs[name] = net.skip_features(net.encode(xw, axes=axes, frame=w.raw_frame()), y).log_density
             if name == "plain":
                 no_axes = net.skip_features(net.encode(xw), y).log_density
     torch.testing.assert_close(outs["plain"], no_axes)
-    assert not torch.allclose(outs["plain"], outs["axes"]) and not torch.allclose(outs["plain"], outs["prior"])
+    assert not any(torch.allclose(outs["plain"], outs[name]) for name in ("axes", "prior", "common"))
