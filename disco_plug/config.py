@@ -31,10 +31,10 @@ class ModelConfig:
         mixture_prior_scale * (d + 2) pseudo-points (mixture.fit_mixtures' prior).
     mixture_axes: the mixture fits also try covariances diagonal on the data's own axes (d >= 3; see
         mixture.fit_mixtures).
-    mixture_common_axes: the mixture fits also try components that share their principal axes in the data's
-        own frame (Flury's common principal components; d >= 2; see mixture.fit_mixtures). The defaults, 1.0 and False, are what the shipped weights' gates were fitted
-        with; 4.0 and True fit the mixtures alone better (issue 3's notes) but their refitted gates did
-        not yet beat the shipped ones on every row.
+    mixture_common_axes: the mixture fits also try components that share their principal axes in the
+        data's own frame (Flury's common principal components; 2 <= d <= 32; see mixture.fit_mixtures).
+    The shipped weights use mixture_prior_scale 1.0 with mixture_axes and mixture_common_axes on (their
+    metadata carries their config); the defaults here are the plain full-covariance mixtures.
     """
 
     max_dim: int = 100

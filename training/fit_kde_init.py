@@ -1,14 +1,12 @@
 """Reproduce the shipped default weights: the least-squares gates of the KDE and mixture skips on a
-fresh network.
+fresh network whose mixtures may share their principal axes or be diagonal on the data's axes, fitted on
+random GMMs of which a quarter are axis-aligned.
 
-    OMP_NUM_THREADS=2 .venv/bin/python training/fit_kde_init.py   # 14 min on 2 cores
+    OMP_NUM_THREADS=2 .venv/bin/python training/fit_kde_init.py   # 59 min on 2 cores
 
 writes training/init/kde_ls.safetensors; `python -m disco_plug.export training/init/kde_ls.safetensors`
-then ships it (after comparing on the benchmark). Variants (issue 3's notes), e.g. the mixtures with
-4 (d + 2) shrinkage pseudo-points and the diagonal family, on a quarter of axis-aligned tasks (32 min):
-
-    .venv/bin/python training/fit_kde_init.py --out training/init/axes.safetensors --axis-aligned 0.25 \
-        --model '{"mixture_prior_scale": 4.0, "mixture_axes": true}'
+then ships it (after comparing on the benchmark). The earlier shipped fit (no diagonal or common-axes
+family, no axis-aligned tasks, 14 min) is `--model '{}' --axis-aligned 0 --small-dim-factor 2`.
 
 --stats FILE keeps the least-squares statistics (the slow part) in FILE, or reuses them if FILE exists,
 so that solver changes can be compared without drawing the tasks again.
@@ -52,9 +50,10 @@ def load_statistics(path: str) -> tuple[GateStatistics, float]:
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", default="training/init/kde_ls.safetensors")
-parser.add_argument("--model", default="{}", help="ModelConfig fields (JSON) that differ from the defaults")
-parser.add_argument("--axis-aligned", type=float, default=0.0, help="TrainConfig.axis_aligned")
-parser.add_argument("--small-dim-factor", type=int, default=2, help="more batches for d <= 10 (gate_statistics)")
+parser.add_argument("--model", default='{"mixture_axes": true, "mixture_common_axes": true}',
+                    help="ModelConfig fields (JSON) that differ from the defaults")
+parser.add_argument("--axis-aligned", type=float, default=0.25, help="TrainConfig.axis_aligned")
+parser.add_argument("--small-dim-factor", type=int, default=4, help="more batches for d <= 10 (gate_statistics)")
 parser.add_argument("--tail", type=float, default=0.0,
                     help="weight of the tail queries' held-out error in the choice of gates (solve_gates)")
 parser.add_argument("--stats", default="", help="keep (or reuse) the least-squares statistics in this file")
