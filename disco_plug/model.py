@@ -55,8 +55,9 @@ class ContextCache(NamedTuple):
     values: tuple[Tensor, ...]  # per layer (B, H, n, hd)
     mixtures: tuple[Mixture, ...] = ()  # EM fits: config.mixture_penalties, then t_mixture_penalties
     # Gaussian noise N (B, d, d) added to every KDE kernel, as its eigenvalues (B, d) and eigenvectors
-    # (B, d, d): the KDE skips then estimate p * N(0, N) from clean points (see kernel_density).
-    kernel_noise: tuple[Tensor, Tensor] | None = None
+    # (B, d, d), optionally with the kernel's scale in that basis (B, d): the KDE skips then estimate
+    # p * N(0, N) from clean points (see kernel_density).
+    kernel_noise: tuple[Tensor, ...] | None = None
 
 
 class SkipFeatures(NamedTuple):
@@ -84,7 +85,7 @@ def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 
 def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
-                   noise: tuple[Tensor, Tensor] | None = None, *,
+                   noise: tuple[Tensor, ...] | None = None, *,
                    exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Gaussian KDE log-density (B, m, F) and score (B, m, F, d) of centres (B, n, d) at y (B, m, d),
     one kernel N(0, h^2 I + N) per bandwidth h in bandwidths (F,).
@@ -92,15 +93,17 @@ def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
     noise: the eigen-decomposition (values (B, d), vectors (B, d, d)) of N, or None for N = 0 (the
     isotropic KDE). A kernel N(0, h^2 I + N) on clean centres is the expectation, over the noise draw,
     of the kernel N(0, h^2 I) on centres + N(0, N) noise: the KDE of a noised sample set without
-    drawing the noise. Per bandwidth the points are mapped by U diag(h^2 + lambda)^(-1/2), where the
-    kernel is the unit isotropic one."""
+    drawing the noise. An optional third entry s (B, d) makes the kernel h^2 U diag(s) U^T + N: the
+    clean kernel h^2 I of another frame, seen in this one (FittedEstimator.convolved). Per bandwidth the
+    points are mapped by U diag(h^2 s + lambda)^(-1/2), where the kernel is the unit isotropic one."""
     b = y.shape[0]
     if noise is None:
         return isotropic_kde(y, centres, bandwidths.expand(b, -1), exclude=exclude)
-    evals, evecs = (t.to(y.dtype) for t in noise)
+    evals, evecs, *kernel = (t.to(y.dtype) for t in noise)
+    kernel_scale = kernel[0] if kernel else torch.ones_like(evals)  # (B, d)
     logs, scores = [], []
     for h in bandwidths:
-        scale = (h * h + evals).rsqrt()  # (B, d)
+        scale = (h * h * kernel_scale + evals).rsqrt()  # (B, d)
         r = evecs * scale[:, None, :]  # (B, d, d): y -> y @ r whitens the kernel
         log_p, score = isotropic_kde(y @ r, centres @ r, 1.0, exclude=exclude)
         logs.append(log_p + torch.log(scale).sum(-1)[:, None])
@@ -225,7 +228,7 @@ class DiScoFormer(nn.Module):
 
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor, *, layers: bool = True, mixtures: tuple[Mixture, ...] | None = None,
-               kernel_noise: tuple[Tensor, Tensor] | None = None, axes: Tensor | None = None,
+               kernel_noise: tuple[Tensor, ...] | None = None, axes: Tensor | None = None,
                frame: Tensor | None = None) -> ContextCache:
         """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
         config.t_mixture_penalties) and per-layer keys and values of every point (skipped with

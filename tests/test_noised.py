@@ -143,3 +143,35 @@ def test_sample_returns_numpy_for_numpy_samples_and_checks_arguments(fresh_estim
         fitted.sample(0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         fitted.sample(5, method="ode", steps=3, corrector_steps=1)
+
+
+def test_convolved_kde_skip_is_the_clean_kde_convolved_with_the_noise():
+    """Oracle for FittedEstimator.convolved's kernels: with one KDE gate at 1 (Scott's bandwidth h, in
+    whitened units) and the rest at 0, the clean estimate is the KDE with kernel h^2 C (C the samples'
+    covariance) and the estimate at noise level sigma must be that KDE convolved with the noise, the
+    kernel h^2 C + sigma^2 I, at every sigma (an earlier version used the noised frame's own bandwidth,
+    h^2 (C + sigma^2 I) + sigma^2 I, and over-smoothed p_sigma by a factor 1 + h^2 as sigma grew)."""
+    from disco_plug.kde import scott_factor
+    torch.manual_seed(0)
+    net = DiScoFormer(ModelConfig(max_dim=2, width=32, depth=2, heads=4, mixture_penalties=(), t_mixture_penalties=()))
+    scott = list(net.config.kde_factors).index(1.0)
+    with torch.no_grad():
+        for table in (net.gate_base, net.logp_gate_base):
+            table[2, scott] = 1.0
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 2, generator=g, dtype=torch.float64) @ torch.tensor([[1.5, 0.4], [0.0, 0.5]], dtype=torch.float64)
+    y = 1.5 * torch.randn(50, 2, generator=g, dtype=torch.float64)  # near the data: no clamped log-density
+    fitted = Estimator(net).fit(x)
+    xc = x - x.mean(0)
+    cov = xc.T @ xc / x.shape[0]
+    h = scott_factor(x.shape[0], 2)
+    for sigma in (0.0, 0.5, 5.0):
+        kernel = h * h * cov + sigma**2 * torch.eye(2, dtype=torch.float64)
+        comp = torch.distributions.MultivariateNormal(x, covariance_matrix=kernel.expand(x.shape[0], 2, 2))
+        yy = y.clone().requires_grad_(True)
+        exact_lp = torch.logsumexp(comp.log_prob(yy[:, None]), -1) - np.log(x.shape[0])
+        (exact_s,) = torch.autograd.grad(exact_lp.sum(), yy)
+        est = fitted.convolved(sigma) if sigma else fitted
+        lp, s = est.log_density_and_score(y)
+        torch.testing.assert_close(lp, exact_lp.detach(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(s, exact_s, rtol=1e-4, atol=1e-4 * (1 + sigma**-2 if sigma else 1))
