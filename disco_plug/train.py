@@ -164,8 +164,8 @@ def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: 
         task = sample_task(cfg, net.config.max_dim, g, dim=d)
         y = task["y"]
         tokens += task["x"].shape[0] * (task["x"].shape[1] + y.shape[1])
-        f = net.skip_features(net.encode(task["x"], layers=False, axes=task.get("axes"),
-                                               frame=task.get("frame")), y)
+        f = net.skip_features(net.encode(task["x"], layers=False, axes=task.get("axes"), frame=task.get("frame")),
+                              y)
         log_p, score = f.base_log_density, f.base_score  # a fresh network's prediction (zero gates)
         if not held_out:
             flat = f.phi.reshape(-1, ng)
