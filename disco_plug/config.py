@@ -33,6 +33,10 @@ class ModelConfig:
         mixture.fit_mixtures).
     mixture_common_axes: the mixture fits also try components that share their principal axes in the
         data's own frame (Flury's common principal components; 2 <= d <= 32; see mixture.fit_mixtures).
+    gate_context_features: the gates also depend on one number per skip and context, its estimated
+        held-out log-likelihood gain over the Gaussian fit (DiScoFormer.context_summary); needs mixtures.
+    far_field_skips: far outside every component of the reference mixture, where the prediction is that
+        mixture's, the other mixtures get gates too (their difference from the reference there).
     The shipped weights use mixture_prior_scale 1.0 with mixture_axes and mixture_common_axes on (their
     metadata carries their config); the defaults here are the plain full-covariance mixtures.
     """
@@ -51,12 +55,16 @@ class ModelConfig:
     mixture_prior_scale: float = 1.0
     mixture_axes: bool = False
     mixture_common_axes: bool = False
+    gate_context_features: bool = False
+    far_field_skips: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         if not (self.max_dim >= 1 and self.depth >= 1 and self.context_keys >= 2 and self.mixture_prior_scale > 0):
             raise ValueError(f"invalid model config {self}")
+        if self.gate_context_features and not (self.mixture_penalties or self.t_mixture_penalties):
+            raise ValueError("gate_context_features needs at least one mixture (the KDE-only skips have no summary)")
         object.__setattr__(self, "kde_factors", tuple(float(f) for f in self.kde_factors))
         for name in ("mixture_penalties", "t_mixture_penalties"):
             penalties = tuple(float(p) for p in getattr(self, name))

@@ -18,7 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .checkpoint import default_weights_path, load_weights
 from .config import ModelConfig
-from .mixture import Mixture, convolve_mixture
+from .mixture import convolve_mixture
 from .model import ContextCache, DiScoFormer
 from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
 from .whitening import Whitening, fit_whitening
@@ -149,7 +149,7 @@ class FittedEstimator:
         evals, evecs = torch.linalg.eigh(noise_cov)
         gram = to_frame.transpose(-1, -2) @ to_frame  # clean unit kernel, in this frame
         kernel_scale = torch.diagonal(evecs.transpose(-1, -2) @ gram @ evecs, dim1=-2, dim2=-1)  # (1, d)
-        return self.network.encode(self._whitened_context(), mixtures=mixtures,
+        return self.network.encode(self._whitened_context(), mixtures=mixtures, summary=clean.cache.summary,
                                    kernel_noise=(evals.clamp_min(0.0), evecs, kernel_scale.clamp_min(0.0)))
 
     def convolved(self, sigma: float) -> "FittedEstimator":
@@ -233,16 +233,16 @@ class FittedEstimator:
         idx = torch.randperm(self.n, generator=generator)[:max_queries].to(self.device)
         # The consistency loss differentiates a gradient: the math attention kernel supports that.
         with sdpa_kernel(SDPBackend.MATH):
-            self._adapt_steps(network, optimizer, context, idx, steps, self.cache.mixtures)
+            self._adapt_steps(network, optimizer, context, idx, steps, self.cache)
         adapted = Estimator(network, metadata={**self.estimator.metadata, "adapted_steps": str(steps)})
         return FittedEstimator(adapted, self.samples, self._spec)
 
     @staticmethod
     def _adapt_steps(network: DiScoFormer, optimizer: torch.optim.Optimizer, context: Tensor, idx: Tensor,
-                     steps: int, mixtures: tuple[Mixture, ...]) -> None:
-        # The context's mixture fits do not change with the network: the fit's own are reused.
+                     steps: int, fitted: ContextCache) -> None:
+        # The context's mixture fits (and their summary) do not change with the network: the fit's own are reused.
         for _ in range(steps):
-            cache = network.encode(context, mixtures=mixtures)
+            cache = network.encode(context, mixtures=fitted.mixtures, summary=fitted.summary)
             y = context[:, idx].clone().requires_grad_(True)
             log_p, score = network.query(cache, y)
             (grad,) = torch.autograd.grad(log_p.sum(), y, create_graph=True)

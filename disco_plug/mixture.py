@@ -63,6 +63,7 @@ class Mixture(NamedTuple):
     means: Tensor  # (B, K, d)
     prec_chol: Tensor  # (B, K, d, d), upper triangular
     dof: Tensor  # (B, K) degrees of freedom nu_k (GAUSSIAN_DOF: Gaussian)
+    params: Tensor | None = None  # (B,) free parameters of the fit (fit_mixtures sets it), for AIC-style checks
 
     @property
     def components(self) -> Tensor:
@@ -320,7 +321,7 @@ def _padded(mix: Mixture, other: Mixture) -> Mixture:
     """mix with as many component slots as other (unused slots: -inf weight, unit precision)."""
     k = max(mix.means.shape[1], other.means.shape[1])
     return Mixture(_pad(mix.log_norm, k, -math.inf), _pad(mix.means, k, 0.0), _pad(mix.prec_chol, k, 1.0),
-                   _pad(mix.dof, k, GAUSSIAN_DOF))
+                   _pad(mix.dof, k, GAUSSIAN_DOF), mix.params)
 
 
 def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, heavy_tails: bool, iters: int,
@@ -375,7 +376,7 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
             log_w, means, cov, dof, _, _, _ = _em(x64, log_w, means, cov, dof, torch.isfinite(log_w), prior,
                                                   final_iters, heavy_tails, diagonal, frame)
         _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
-        out.append(Mixture(log_norm, means, prec_chol, dof))
+        out.append(Mixture(log_norm, means, prec_chol, dof, params[len(out)]))
     return tuple(out), (deviance, params)
 
 
@@ -403,7 +404,7 @@ def convolve_mixture(mix: Mixture, matrix: Tensor, noise_cov: Tensor) -> Mixture
     scale = 0.5 * (scale + scale.transpose(-1, -2))
     means = mix.means @ m[:, 0]
     _, _, prec_chol, log_norm = _joint(means[:, :1, :], log_w, means, scale, mix.dof)
-    return Mixture(log_norm, means, prec_chol, mix.dof)
+    return Mixture(log_norm, means, prec_chol, mix.dof, mix.params)
 
 
 def mixture_log_density_and_score(mix: Mixture, y: Tensor, *,

@@ -14,7 +14,10 @@ Differences from the report, each to learn faster on small compute:
   Context tokens use leave-one-out KDE features so they look like query tokens.
 - Further gated skips to mixtures fitted to the context by EM (mixture.py: Gaussian ones chosen by BIC
   and by a looser penalty, and a Student-t one); far from the data the KDE skips, and then the whole
-  prediction, hand over to the Student-t mixture (see skip_features).
+  prediction, hand over to the Student-t mixture (see skip_features), or with config.far_field_skips
+  to a gated blend of all the mixtures.
+- With config.gate_context_features the gates also read, per context, each estimate's held-out
+  log-likelihood gain over the Gaussian fit (context_summary): which estimate suits these data.
 - While the heads that read the transformer body are exactly zero (the least-squares start) and nothing
   is being trained, the body adds exactly zero and is skipped (_body_is_inert).
 - Context self-attention uses at most `context_keys` context points as keys (a fixed random subset);
@@ -58,6 +61,9 @@ class ContextCache(NamedTuple):
     # (B, d, d), optionally with the kernel's scale in that basis (B, d): the KDE skips then estimate
     # p * N(0, N) from clean points (see kernel_density).
     kernel_noise: tuple[Tensor, ...] | None = None
+    # With config.gate_context_features: each estimate's (KDE, mixture) held-out log-likelihood gain over
+    # the Gaussian fit on this context, per dimension (B, F + M) (DiScoFormer.context_summary).
+    summary: Tensor | None = None
 
 
 class SkipFeatures(NamedTuple):
@@ -186,13 +192,22 @@ class DiScoFormer(nn.Module):
 
     @property
     def num_skips(self) -> int:
-        """Gated skips: one per KDE bandwidth, then one per fitted mixture."""
-        return len(self.config.kde_factors) + self.num_mixtures
+        """Gated skips: one per KDE bandwidth, one per fitted mixture, and with config.far_field_skips
+        one per mixture but the reference (far from the data, its difference from the reference)."""
+        far = max(self.num_mixtures - 1, 0) if self.config.far_field_skips else 0
+        return len(self.config.kde_factors) + self.num_mixtures + far
 
     @property
     def num_gate_features(self) -> int:
-        """What the gate slopes multiply: F + 1 token scalars, log n, and one scalar per mixture."""
-        return len(self.config.kde_factors) + 2 + self.num_mixtures
+        """What the gate slopes multiply: F + 1 token scalars, log n, one scalar per mixture, and with
+        config.gate_context_features one per skip for the whole context (context_summary)."""
+        per_query = len(self.config.kde_factors) + 2 + self.num_mixtures
+        return per_query + (self.num_estimates if self.config.gate_context_features else 0)
+
+    @property
+    def num_estimates(self) -> int:
+        """The context's own density estimates: one KDE per bandwidth, then one per fitted mixture."""
+        return len(self.config.kde_factors) + self.num_mixtures
 
     @property
     def num_mixtures(self) -> int:
@@ -229,7 +244,7 @@ class DiScoFormer(nn.Module):
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor, *, layers: bool = True, mixtures: tuple[Mixture, ...] | None = None,
                kernel_noise: tuple[Tensor, ...] | None = None, axes: Tensor | None = None,
-               frame: Tensor | None = None) -> ContextCache:
+               frame: Tensor | None = None, summary: Tensor | None = None) -> ContextCache:
         """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
         config.t_mixture_penalties) and per-layer keys and values of every point (skipped with
         layers=False, or while the body is inert: the gated skips only). `mixtures` reuses the fits of
@@ -242,7 +257,9 @@ class DiScoFormer(nn.Module):
         axes (B, d, d): the data's own standardized axes in the whitened frame (Whitening.data_axes); with
         config.mixture_axes the mixture fits also try covariances diagonal on those axes (fit_mixtures).
         frame (B, d, d): the data's own coordinates up to scale (Whitening.raw_frame); with
-        config.mixture_common_axes the fits also try components with common principal axes there."""
+        config.mixture_common_axes the fits also try components with common principal axes there.
+        summary: the context_summary of the clean context, required with kernel_noise when
+        config.gate_context_features is on (the gates then keep the clean context's values)."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
@@ -255,8 +272,12 @@ class DiScoFormer(nn.Module):
             mixtures = fit_mixtures(x, c.mixture_penalties, **opts) if c.mixture_penalties else ()
             if c.t_mixture_penalties:
                 mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True, **opts)
+        if c.gate_context_features and summary is None:
+            if kernel_noise is not None:
+                raise ValueError("encode with kernel_noise needs the clean context's summary (context_summary)")
+            summary = self.context_summary(x, mixtures)
         if not layers or self._body_is_inert():
-            return ContextCache(x, (), (), mixtures, kernel_noise)
+            return ContextCache(x, (), (), mixtures, kernel_noise, summary)
         key_index = None
         if n > self.config.context_keys:
             gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
@@ -272,7 +293,36 @@ class DiScoFormer(nn.Module):
             h, k, v = block.context(h, key_index, update=i < len(self.blocks) - 1)
             keys.append(k.contiguous())  # not views into qkv: the queries' attention reads them
             values.append(v.contiguous())  # ~2x faster, and the unused q part is freed
-        return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise)
+        return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise, summary)
+
+    @torch.no_grad()
+    def context_summary(self, x: Tensor, mixtures: tuple[Mixture, ...]) -> Tensor:
+        """Per density estimate (each KDE, then each mixture), its estimated held-out log-likelihood gain
+        over the Gaussian fit on the context x (B, n, d), per dimension (B, F + M), clamped to +-20: what
+        tells the gates, context by context, which estimate describes these data (e.g. a mixture with
+        diagonal components on data that have them, where the KDE is hopeless in high d).
+
+        KDE skips: the leave-one-out log-likelihood (unbiased for a KDE of n - 1 points). Mixtures and
+        the Gaussian fit itself (the whitening): in-sample log-likelihood minus the fit's free parameters
+        / n, Akaike's (1974) bias correction. Both are averaged over at most `context_keys` points (a
+        fixed random subset, as for the context keys)."""
+        b, n, d = x.shape
+        idx = torch.arange(n, device=x.device)
+        if n > self.config.context_keys:
+            gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
+            idx = torch.randperm(n, generator=gen)[: self.config.context_keys].to(x.device)
+        sub = x[:, idx]
+        gauss = gaussian_fit_log_density(sub)  # (B, s): in sample, the whitening fitted x
+        held_out_gauss = gauss.mean(1) - (d + d * (d + 1) / 2) / n  # (B,)
+        exclude = (idx[:, None] == torch.arange(n, device=x.device)[None]).expand(b, -1, -1)
+        log_kde, _ = kernel_density(sub, x, self._bandwidths(n, d, x), exclude=exclude)  # (B, s, F)
+        gains = [log_kde.mean(1) - held_out_gauss[:, None]]
+        for mix in mixtures:
+            if mix.params is None:
+                raise ValueError("context_summary needs the mixtures' parameter counts (fit_mixtures sets them)")
+            log_mix, _ = mixture_log_density_and_score(mix, sub)
+            gains.append((log_mix.mean(1) - mix.params.to(x.dtype) / n - held_out_gauss)[:, None])
+        return (torch.cat(gains, -1) / d).clamp(-20.0, 20.0)
 
     def skip_features(self, cache: ContextCache, y: Tensor) -> SkipFeatures:
         """The gated skips at whitened queries y (B, m, d): KDE at each bandwidth, then each mixture."""
@@ -293,19 +343,32 @@ class DiScoFormer(nn.Module):
         # bandwidths from every point), its score (nearest point - y) / h^2 is meaningless: that KDE skip
         # hands over to the reference, smoothly. Far outside every component of the reference (squared
         # Mahalanobis distance / d well beyond its chi-square range), the whole prediction does: the
-        # gates were fitted where there are data, and the mixture's tails are all there is to go on.
+        # gates were fitted where there are data, and the mixture's tails are all there is to go on
+        # (with config.far_field_skips, a gated blend of every mixture's tails).
         trust = torch.exp(((log_kde - ref_log[..., None]) / d + 1.0).clamp(max=0.0))  # (B, m, F) in (0, 1]
         score_kde_t = trust[..., None] * score_kde + (1 - trust[..., None]) * ref_score[..., None, :]
         log_kde_t = trust * log_kde + (1 - trust) * ref_log[..., None]
         score_f, log_f = self.kde_residual_features(y, torch.cat([log_kde_t, log_mix], -1),
                                                     torch.cat([score_kde_t, score_mix], -2))
-        phi = torch.cat([self.gate_features(scalars, n), (log_f[..., -log_mix.shape[-1]:] / d).clamp(-20, 20)], -1)
+        phi = [self.gate_features(scalars, n), (log_f[..., -log_mix.shape[-1]:] / d).clamp(-20, 20)]
+        if self.config.gate_context_features:
+            if cache.summary is None:
+                raise ValueError("this context cache has no summary; encode it with this network")
+            phi.append(cache.summary.to(y.dtype)[:, None].expand(-1, y.shape[1], -1))
+        phi = torch.cat(phi, -1)
         far_from = 2.0 + 3.0 * math.sqrt(2.0 / d)  # delta / d of a chi-square_d point 3 sd above its mean, + 1
         near = torch.exp(-(ref_delta / d - far_from).clamp(min=0.0))  # (B, m): 1 inside, -> 0 far away
         base_score = near[..., None] * -y + (1 - near[..., None]) * ref_score
         base_log = near * gauss + (1 - near) * ref_log
-        return SkipFeatures(scalars, score_kde, bw, base_score, base_log, near[..., None, None] * score_f,
-                            near[..., None] * log_f, phi)
+        score_f, log_f = near[..., None, None] * score_f, near[..., None] * log_f
+        if self.config.far_field_skips and len(mix):
+            # Far from the data the other mixtures' tails may be the better guess (a Student-t component
+            # that absorbed a neighbouring cluster has tails far too heavy for Gaussian data): their
+            # difference from the reference there, as skips of their own gates.
+            far = (1 - near)[..., None]  # (B, m, 1)
+            score_f = torch.cat([score_f, far[..., None] * (score_mix[..., :-1, :] - ref_score[..., None, :])], -2)
+            log_f = torch.cat([log_f, far * (log_mix[..., :-1] - ref_log[..., None]).clamp(-50.0 * d, 50.0 * d)], -1)
+        return SkipFeatures(scalars, score_kde, bw, base_score, base_log, score_f, log_f, phi)
 
     def query(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
         """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d)."""

@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -73,8 +74,15 @@ def sample_task(cfg: TrainConfig, max_dim: int, g: torch.Generator, dim: int | N
     # components diagonal on the data's own axes, like the report's d = 100 experiment and data sets whose
     # features are independent within each cluster.
     rotate = cfg.axis_aligned <= 0 or bool(torch.rand((), generator=g) >= cfg.axis_aligned)
-    gmm = random_gmm(b, d, generator=g, dtype=torch.float64, rotate=rotate)
-    x = gmm.sample(n, generator=g)  # (B, n, d)
+    for attempt in range(5):
+        gmm = random_gmm(b, d, generator=g, dtype=torch.float64, rotate=rotate)
+        x = gmm.sample(n, generator=g)  # (B, n, d)
+        try:
+            w = fit_whitening(x)
+            break
+        except ValueError:  # n close to d and a thin component: numerically singular, draw the batch again
+            if attempt == 4:
+                raise
     m_in, m_noise = cfg.queries // 2, cfg.queries // 4
     m_tail = cfg.queries - m_in - m_noise
     same = gmm.sample(m_in + m_noise, generator=g)
@@ -83,7 +91,6 @@ def sample_task(cfg: TrainConfig, max_dim: int, g: torch.Generator, dim: int | N
     tail = random_gmm(b, d, generator=g, dtype=torch.float64).sample(m_tail, generator=g)
     y = torch.cat([same, tail], 1)  # (B, m, d)
     log_p, score = gmm.log_prob_and_score(y)
-    w = fit_whitening(x)
     inv = torch.linalg.inv(w.matrix)
     return dict(x=w.apply(x).float(), y=w.apply(y).float(), log_p=(log_p - w.log_det[:, None]).float(),
                 score=(score @ inv.transpose(-1, -2)).float(), tail_from=m_in + m_noise, d=d, n=n,
@@ -145,15 +152,47 @@ def gate_ridge(d: int) -> float:
     return 1e-4 if d <= 5 else 1e-2
 
 
+def query_weights(part: str, target: Tensor, start_err: Tensor, tail_from: int, tail_weight: float,
+                  robust: bool) -> Tensor:
+    """Per-query weights (B, m) of the gate least squares, so that sum(w * squared error) is: for part
+    "fit", the training loss's mean over the batch's tasks of the relative error on in-distribution
+    queries plus tail_weight times that on the tail queries (from tail_from on); for "check" and
+    "tail", the batch's pooled relative error on those queries alone, as the benchmark scores a row.
+    target: each query's squared target (B, m) (the relative errors' denominators); start_err: the
+    zero-gate prediction's squared error (B, m).
+
+    Every batch weighs the same, whatever its n: a batch has B = context_tokens // n tasks, so
+    per-task weights would let the smallest n (64 tasks at n = 64, one at n = 4096) decide the gates for
+    every n. robust: each relative error is also divided by 1 + its value at the start, the first-order
+    form of the training loss's log1p, d log1p(e) = de / (1 + e)."""
+    w = torch.zeros_like(target)
+    if part == "fit":
+        slices = ((slice(0, tail_from), 1.0), (slice(tail_from, None), tail_weight))
+        for sl, weight in slices:
+            norm = target[:, sl].sum(-1, keepdim=True).clamp_min(1e-6)
+            start = 1.0 + start_err[:, sl].sum(-1, keepdim=True) / norm if robust else 1.0
+            w[:, sl] = weight / (norm * start * w.shape[0])
+        return w
+    keep = slice(0, tail_from) if part == "check" else slice(tail_from, None)
+    norm = target[:, keep].sum().clamp_min(1e-6)
+    w[:, keep] = 1.0 / (norm * (1.0 + start_err[:, keep].sum() / norm if robust else 1.0))
+    return w
+
+
 @torch.no_grad()
 def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: int,
-                     batches: int) -> tuple[dict, Tensor, Tensor, int]:
+                     batches: int, robust: bool = False) -> tuple[dict, Tensor, Tensor, int]:
     """Normal equations of the gate least squares on fresh tasks of dimension d: (part, kind) ->
     [normal matrix, rhs, summed squared residual, summed squared target], with the range (lo, hi) of the
     gate features and the tokens read. The "fit" part is weighted like the training loss; the held-out
     batches give "check" (each batch's pooled relative error on in-distribution queries, as the
     benchmark scores its "same" column) and "tail" (the same on the queries from an unrelated mixture:
-    its "other" column). Every batch weighs the same in each part."""
+    its "other" column). Every batch weighs the same in each part.
+
+    robust: each task's (fit) or batch's (check, tail) relative error is also divided by 1 + the relative
+    error of the zero-gate prediction, the first-order form of the training loss's log1p around the start:
+    at high d and n close to d the whitening's own log-density error is hundreds of times the target's
+    spread, and without this those few tasks decide the log-density gates of every other."""
     ns, ng = net.num_skips, net.num_gate_features
     k = ns * (ng + 1)  # unknowns per d: a constant and ng slopes for each of the ns gates
     stats = {(part, kind): [torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), 0.0, 0.0]
@@ -182,17 +221,7 @@ def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: 
                  (task["log_p"] - task["log_p"].mean(-1, keepdim=True)) ** 2 + 1e-3)):
             f64, r64, t64 = feat.double(), resid.double(), target.double()
             for part in ("check", "tail") if held_out else ("fit",):
-                # (B, m) per-query weights. Every batch weighs the same, whatever its n: a batch has
-                # B = context_tokens // n tasks, so per-task weights would let the smallest n (64 tasks
-                # at n = 64, one at n = 4096) decide the gates for every n.
-                w = torch.ones_like(t64)
-                if part == "fit":  # the training loss's weights: each task's relative errors
-                    w[:, :t] /= t64[:, :t].sum(-1, keepdim=True).clamp_min(1e-6) * w.shape[0]
-                    w[:, t:] *= cfg.tail_weight / (t64[:, t:].sum(-1, keepdim=True).clamp_min(1e-6) * w.shape[0])
-                else:  # the batch's pooled relative error on one kind of query, as the benchmark scores a row
-                    keep = slice(0, t) if part == "check" else slice(t, None)
-                    w.zero_()
-                    w[:, keep] = 1.0 / t64[:, keep].sum().clamp_min(1e-6)
+                w = query_weights(part, t64, (r64 * r64).sum(-1), t, cfg.tail_weight, robust)
                 acc = stats[(part, kind)]
                 acc[0] += torch.einsum("bm,bmik,bmjk->ij", w, f64, f64)
                 acc[1] += torch.einsum("bm,bmik,bmk->i", w, f64, r64)
@@ -205,29 +234,45 @@ GateStatistics = dict[int, tuple[dict, Tensor, Tensor, int]]
 
 
 @torch.no_grad()
-def gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, dims: list[int],
-                    batches_per_dim: int = 4, small_dim_factor: int = 2) -> GateStatistics:
+def gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator | int, dims: list[int],
+                    batches_per_dim: int = 4, small_dim_factor: int = 2, robust: bool = False,
+                    done: GateStatistics | None = None,
+                    on_dim: Callable[[GateStatistics], None] | None = None) -> GateStatistics:
     """The least-squares statistics (_gate_statistics) that solve_gates needs for `dims`: d -> (normal
     equations, feature lo, feature hi, tokens), for every d in dims and its pooling neighbours
     (gate_pool_width). d <= 10 gets small_dim_factor times more batches: its tasks are cheap, and
-    the report's headline rows (d = 2 and 10) are there."""
+    the report's headline rows (d = 2 and 10) are there.
+
+    g: one generator for all d in turn, or an integer seed: each d then draws from its own generator
+    (seed * 1000 + d), so an interrupted run resumes exactly: `done` holds the d already computed (kept,
+    not redrawn) and on_dim(stats so far) is called after each new d (e.g. to save them)."""
     need = sorted({e for d in dims for e in range(max(1, d - gate_pool_width(d)),
                                                    min(net.config.max_dim, d + gate_pool_width(d)) + 1)})
-    return {e: _gate_statistics(net, cfg, g, e, batches_per_dim * (small_dim_factor if e <= 10 else 1))
-            for e in need}
+    stats = dict(done or {})
+    for e in need:
+        if e in stats:
+            continue
+        gen = torch.Generator().manual_seed(g * 1000 + e) if isinstance(g, int) else g
+        stats[e] = _gate_statistics(net, cfg, gen, e, batches_per_dim * (small_dim_factor if e <= 10 else 1), robust)
+        if on_dim is not None:
+            on_dim(stats)
+    return stats
 
 
-def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, lam: float) -> dict[str, Tensor]:
+def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, nm: int, lam: float,
+                     n_features: int | None = None) -> dict[str, Tensor]:
     """Coefficient vectors (ng + 1 rows of ns gates, flattened) that the held-out check chooses among:
     the ridge least squares on every column ("sloped"), on the constants only ("constant"), the same two
     on the mixture gates only (KDE gates zero), and each mixture alone (its gate 1, the rest 0). nf: the
-    number of KDE skips, which come first."""
+    number of KDE skips, which come first; nm: the number of mixture skips, next. n_features: slopes on the first this many gate features
+    only (the others' coefficients stay zero); default all."""
     k = normal.shape[0]
     a = normal + lam * torch.diag(normal.diagonal().clamp_min(1e-30))
     column = torch.arange(k)
     gate = column % ns  # coefficient p * ns + j belongs to gate j
-    subsets = {"sloped": column >= 0, "constant": column < ns,
-               "mixtures sloped": gate >= nf, "mixtures constant": (column < ns) & (gate >= nf)}
+    usable = column < ns * (1 + (k // ns - 1 if n_features is None else n_features))
+    subsets = {"sloped": usable, "constant": column < ns,
+               "mixtures sloped": usable & (gate >= nf), "mixtures constant": (column < ns) & (gate >= nf)}
     out = {}
     for name, keep in subsets.items():
         if not keep.any():
@@ -236,7 +281,7 @@ def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, lam: float) 
         idx = keep.nonzero()[:, 0]
         c[idx] = torch.linalg.solve(a[idx][:, idx], rhs[idx])
         out[name] = c
-    for j in range(nf, ns):
+    for j in range(nf, nf + nm):
         c = torch.zeros_like(rhs)
         c[j] = 1.0
         out[f"mixture {j - nf} alone"] = c
@@ -245,12 +290,16 @@ def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, lam: float) 
 
 @torch.no_grad()
 def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int], ridge: float | None = None,
-                tail: float = 0.0) -> dict[int, dict[str, str]]:
+                tail: float = 0.0, context_heads: tuple[str, ...] = ("logp",),
+                context_min_dim: int = 1) -> dict[int, dict[str, str]]:
     """Set the gate tables of every d in dims from the statistics of d and its neighbours: per d and
     head, the candidate of _gate_candidates with the lowest held-out error, relative (over the summed
     squared targets) on in-distribution queries plus `tail` times the same on the tail queries.
-    Returns d -> {head: chosen candidate}."""
+    context_heads: the heads ("score", "logp") whose gates may use the context features
+    (config.gate_context_features), for d >= context_min_dim; the others' slopes on them stay zero. Returns d -> {head: chosen
+    candidate}."""
     ns, ng, nf = net.num_skips, net.num_gate_features, len(net.config.kde_factors)
+    per_query = ng - (net.num_estimates if net.config.gate_context_features else 0)
     chosen = {}
     for d in dims:
         window = [stats[e] for e in range(d - gate_pool_width(d), d + gate_pool_width(d) + 1) if e in stats]
@@ -259,7 +308,8 @@ def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int], ridge:
                                   ("logp", net.logp_gate_base, net.logp_gate_slope)):
             normal, rhs = (sum(w[0][("fit", kind)][i] for w in window) for i in (0, 1))
             # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
-            cands = _gate_candidates(normal, rhs, ns, nf, gate_ridge(d) if ridge is None else ridge)
+            cands = _gate_candidates(normal, rhs, ns, nf, net.num_mixtures, gate_ridge(d) if ridge is None else ridge,
+                                     None if kind in context_heads and d >= context_min_dim else per_query)
             check = {name: 0.0 for name in cands}
             for part, weight in (("check", 1.0), ("tail", tail)):
                 if weight == 0:

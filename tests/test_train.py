@@ -142,3 +142,26 @@ def test_torchrun_two_cpu_processes(tmp_path):
     _, _, meta = load_weights(tmp_path / "checkpoint.safetensors")
     assert meta["step"] == "3"
     assert json.loads(meta["stats"])["hardware"].startswith("2 x CPU")
+
+
+def test_query_weights_give_the_losses_they_document():
+    """sum(w * error) is the mean relative error over tasks (fit: in-distribution plus tail_weight times
+    tail), or the batch's pooled one (check, tail); robust divides each relative error e by 1 + e0, e0
+    its value at the start, so a task that starts 100x off weighs about as much as one that starts right."""
+    from disco_plug.train import query_weights
+
+    g = torch.Generator().manual_seed(8)
+    target = torch.rand(3, 10, generator=g, dtype=torch.float64) + 0.5
+    start = torch.rand(3, 10, generator=g, dtype=torch.float64) * torch.tensor([[0.1], [1.0], [300.0]], dtype=torch.float64)
+    t = 6
+    rel = lambda e, sl: e[:, sl].sum(-1) / target[:, sl].sum(-1)  # noqa: E731
+    inn, tail = slice(0, t), slice(t, None)
+    fit = (query_weights("fit", target, start, t, 0.5, False) * start).sum()
+    torch.testing.assert_close(fit, (rel(start, inn) + 0.5 * rel(start, tail)).mean())
+    robust = (query_weights("fit", target, start, t, 0.5, True) * start).sum()
+    e_in, e_tail = rel(start, inn), rel(start, tail)
+    torch.testing.assert_close(robust, (e_in / (1 + e_in) + 0.5 * e_tail / (1 + e_tail)).mean())
+    pooled = start[:, tail].sum() / target[:, tail].sum()
+    torch.testing.assert_close((query_weights("tail", target, start, t, 0.5, False) * start).sum(), pooled)
+    torch.testing.assert_close((query_weights("tail", target, start, t, 0.5, True) * start).sum(), pooled / (1 + pooled))
+    assert float(query_weights("check", target, start, t, 0.5, True)[:, tail].abs().sum()) == 0.0

@@ -50,28 +50,45 @@ def load_statistics(path: str) -> tuple[GateStatistics, float]:
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", default="training/init/kde_ls.safetensors")
-parser.add_argument("--model", default='{"mixture_axes": true, "mixture_common_axes": true}',
+parser.add_argument("--model", default='{"mixture_axes": true, "mixture_common_axes": true, "gate_context_features": true, '
+                                       '"far_field_skips": true}',
                     help="ModelConfig fields (JSON) that differ from the defaults")
 parser.add_argument("--axis-aligned", type=float, default=0.25, help="TrainConfig.axis_aligned")
 parser.add_argument("--small-dim-factor", type=int, default=4, help="more batches for d <= 10 (gate_statistics)")
 parser.add_argument("--tail", type=float, default=0.0,
                     help="weight of the tail queries' held-out error in the choice of gates (solve_gates)")
+parser.add_argument("--context-heads", default="logp",
+                    help="comma-separated heads (score, logp) whose gates may use the context features (solve_gates)")
+parser.add_argument("--context-min-dim", type=int, default=11,
+                    help="the context features serve the gates of d >= this only (solve_gates)")
+parser.add_argument("--plain-weights", action="store_true",
+                    help="weigh each task's relative error as is, not divided by 1 + its value at the start")
 parser.add_argument("--stats", default="", help="keep (or reuse) the least-squares statistics in this file")
 args = parser.parse_args()
 torch.manual_seed(0)
 start = time.time()
 net = DiScoFormer(ModelConfig(**json.loads(args.model)))
 dims = list(range(1, net.config.max_dim + 1))
+stats, hours = {}, 0.0
 if args.stats and Path(args.stats).exists():
     stats, hours = load_statistics(args.stats)
-    print(f"reusing the statistics in {args.stats} ({hours:.2f} h to draw)", flush=True)
-else:
-    stats = gate_statistics(net, TrainConfig(n_max=4096, axis_aligned=args.axis_aligned), torch.Generator().manual_seed(7),
-                            dims, batches_per_dim=4, small_dim_factor=args.small_dim_factor)
-    hours = (time.time() - start) / 3600
+    print(f"reusing the statistics of {len(stats)} dimensions in {args.stats} ({hours:.2f} h to draw)", flush=True)
+
+
+def save(partial: GateStatistics) -> None:
+    """Keep the statistics after every dimension: a rerun with the same --stats resumes from there."""
     if args.stats:
-        save_statistics(args.stats, stats, hours)
-chosen = solve_gates(net, stats, dims, tail=args.tail)
+        save_statistics(args.stats, partial, hours + (time.time() - start) / 3600)
+    print(f"d={max(partial)} done, {(time.time() - start) / 60:.1f} min", flush=True)
+
+
+# Each d draws its tasks from its own seed (7 * 1000 + d), so a resumed run draws exactly what a whole one would.
+stats = gate_statistics(net, TrainConfig(n_max=4096, axis_aligned=args.axis_aligned), 7, dims, batches_per_dim=4,
+                        small_dim_factor=args.small_dim_factor, robust=not args.plain_weights, done=stats, on_dim=save)
+hours += (time.time() - start) / 3600
+chosen = solve_gates(net, stats, dims, tail=args.tail,
+                     context_heads=tuple(h for h in args.context_heads.split(",") if h),
+                     context_min_dim=args.context_min_dim)
 print(json.dumps({d: f"{c['score']} / {c['logp']}" for d, c in chosen.items()}), flush=True)
 stats_meta = {"tokens_seen": sum(s[3] for s in stats.values()), "train_hours": hours,
               "hardware": f"1 x CPU process ({torch.get_num_threads()} threads, {os.cpu_count()} cores)",
