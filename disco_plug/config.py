@@ -37,8 +37,9 @@ class ModelConfig:
         held-out log-likelihood gain over the Gaussian fit (DiScoFormer.context_summary); needs mixtures.
     far_field_skips: far outside every component of the reference mixture, where the prediction is that
         mixture's, the other mixtures get gates too (their difference from the reference there).
-    The shipped weights use mixture_prior_scale 1.0 with mixture_axes and mixture_common_axes on (their
-    metadata carries their config); the defaults here are the plain full-covariance mixtures.
+    The shipped weights use mixture_prior_scale 1.0 with mixture_axes, mixture_common_axes,
+    gate_context_features and far_field_skips on (their metadata carries their config); the defaults here
+    are the plain full-covariance mixtures.
     """
 
     max_dim: int = 100

@@ -1,15 +1,19 @@
 """Reproduce the shipped default weights: the least-squares gates of the KDE and mixture skips on a
-fresh network whose mixtures may share their principal axes or be diagonal on the data's axes, fitted on
-random GMMs of which a quarter are axis-aligned.
+fresh network whose mixtures may share their principal axes or be diagonal on the data's axes, with
+far-field skips (constant gates on every mixture's tails) and, for the log-density gates of d >= 11,
+each context's held-out likelihood gains as gate features; fitted on random GMMs of which a quarter are
+axis-aligned, each task's error weighted like the log1p training loss (robust).
 
-    OMP_NUM_THREADS=2 .venv/bin/python training/fit_kde_init.py   # 59 min on 2 cores
+    OMP_NUM_THREADS=2 .venv/bin/python training/fit_kde_init.py --stats training/init/far_ctx_stats.safetensors
+    # 53 min on 2 cores
 
 writes training/init/kde_ls.safetensors; `python -m disco_plug.export training/init/kde_ls.safetensors`
-then ships it (after comparing on the benchmark). The earlier shipped fit (no diagonal or common-axes
-family, no axis-aligned tasks, 14 min) is `--model '{}' --axis-aligned 0 --small-dim-factor 2`.
+then ships it (after comparing on the benchmark). The fit before (no far-field skips or context
+features, plain weights, 59 min) is `--model '{"mixture_axes": true, "mixture_common_axes": true}'
+--plain-weights` (its tasks came from one generator for all d, so it is not redrawn exactly).
 
---stats FILE keeps the least-squares statistics (the slow part) in FILE, or reuses them if FILE exists,
-so that solver changes can be compared without drawing the tasks again.
+--stats FILE keeps the least-squares statistics (the slow part) in FILE after every d, and reuses what
+FILE holds: an interrupted fit resumes, and solver changes are compared without drawing the tasks again.
 """
 
 import argparse
