@@ -201,8 +201,12 @@ class DiScoFormer(nn.Module):
     def num_gate_features(self) -> int:
         """What the gate slopes multiply: F + 1 token scalars, log n, one scalar per mixture, and with
         config.gate_context_features one per skip for the whole context (context_summary)."""
-        per_query = len(self.config.kde_factors) + 2 + self.num_mixtures
-        return per_query + (self.num_estimates if self.config.gate_context_features else 0)
+        return self.num_query_gate_features + (self.num_estimates if self.config.gate_context_features else 0)
+
+    @property
+    def num_query_gate_features(self) -> int:
+        """The gate features that vary per query (they come first): F + 1 token scalars, log n, one per mixture."""
+        return len(self.config.kde_factors) + 2 + self.num_mixtures
 
     @property
     def num_estimates(self) -> int:
@@ -278,10 +282,7 @@ class DiScoFormer(nn.Module):
             summary = self.context_summary(x, mixtures)
         if not layers or self._body_is_inert():
             return ContextCache(x, (), (), mixtures, kernel_noise, summary)
-        key_index = None
-        if n > self.config.context_keys:
-            gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
-            key_index = torch.randperm(n, generator=gen)[: self.config.context_keys].to(x.device)
+        key_index = self._key_subset(n, x.device)
         centres = x if key_index is None else x[:, key_index]
         idx = torch.arange(n, device=x.device)
         exclude = (idx[:, None] == (idx if key_index is None else key_index)[None])  # leave one out
@@ -295,6 +296,13 @@ class DiScoFormer(nn.Module):
             values.append(v.contiguous())  # ~2x faster, and the unused q part is freed
         return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise, summary)
 
+    def _key_subset(self, n: int, device: torch.device) -> Tensor | None:
+        """The fixed random subset of at most context_keys context points (None: all n of them)."""
+        if n <= self.config.context_keys:
+            return None
+        gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
+        return torch.randperm(n, generator=gen)[: self.config.context_keys].to(device)
+
     @torch.no_grad()
     def context_summary(self, x: Tensor, mixtures: tuple[Mixture, ...]) -> Tensor:
         """Per density estimate (each KDE, then each mixture), its estimated held-out log-likelihood gain
@@ -307,10 +315,8 @@ class DiScoFormer(nn.Module):
         / n, Akaike's (1974) bias correction. Both are averaged over at most `context_keys` points (a
         fixed random subset, as for the context keys)."""
         b, n, d = x.shape
-        idx = torch.arange(n, device=x.device)
-        if n > self.config.context_keys:
-            gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
-            idx = torch.randperm(n, generator=gen)[: self.config.context_keys].to(x.device)
+        idx = self._key_subset(n, x.device)
+        idx = torch.arange(n, device=x.device) if idx is None else idx
         sub = x[:, idx]
         gauss = gaussian_fit_log_density(sub)  # (B, s): in sample, the whitening fitted x
         held_out_gauss = gauss.mean(1) - (d + d * (d + 1) / 2) / n  # (B,)

@@ -264,9 +264,9 @@ def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, nm: int, lam
     """Coefficient vectors (ng + 1 rows of ns gates, flattened) that the held-out check chooses among:
     the ridge least squares on every column ("sloped"), on the constants only ("constant"), the same two
     on the mixture gates only (KDE gates zero), and each mixture alone (its gate 1, the rest 0). nf: the
-    number of KDE skips, which come first; nm: the number of mixture skips, next. n_features: slopes on the first this many gate features
-    only (the others' coefficients stay zero); default all. Skips after the mixtures (far-field ones)
-    get constant gates only."""
+    number of KDE skips, which come first; nm: the number of mixture skips, next. n_features: slopes on
+    the first this many gate features only (the others' coefficients stay zero); default all. Skips
+    after the mixtures (far-field ones) get constant gates only."""
     k = normal.shape[0]
     a = normal + lam * torch.diag(normal.diagonal().clamp_min(1e-30))
     column = torch.arange(k)
@@ -274,7 +274,7 @@ def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, nm: int, lam
     usable = column < ns * (1 + (k // ns - 1 if n_features is None else n_features))
     # The far-field skips (config.far_field_skips, after the KDE and mixture skips) get constant gates:
     # far from the data the query features are clamped extrapolations, and slopes on them moved the
-    # far field of heavy-tailed data towards Gaussian tails (Student-t d = 2 score error 8.5 -> 11.1 %).
+    # far field of heavy-tailed data towards Gaussian tails (Student-t d = 2 score error 6.3 -> 11.1 %).
     usable &= (gate < nf + nm) | (column < ns)
     subsets = {"sloped": usable, "constant": column < ns,
                "mixtures sloped": usable & (gate >= nf), "mixtures constant": (column < ns) & (gate >= nf)}
@@ -301,10 +301,9 @@ def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int], ridge:
     head, the candidate of _gate_candidates with the lowest held-out error, relative (over the summed
     squared targets) on in-distribution queries plus `tail` times the same on the tail queries.
     context_heads: the heads ("score", "logp") whose gates may use the context features
-    (config.gate_context_features), for d >= context_min_dim; the others' slopes on them stay zero. Returns d -> {head: chosen
-    candidate}."""
+    (config.gate_context_features), for d >= context_min_dim; the others' slopes on them stay zero.
+    Returns d -> {head: chosen candidate}."""
     ns, ng, nf = net.num_skips, net.num_gate_features, len(net.config.kde_factors)
-    per_query = ng - (net.num_estimates if net.config.gate_context_features else 0)
     chosen = {}
     for d in dims:
         window = [stats[e] for e in range(d - gate_pool_width(d), d + gate_pool_width(d) + 1) if e in stats]
@@ -314,7 +313,7 @@ def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int], ridge:
             normal, rhs = (sum(w[0][("fit", kind)][i] for w in window) for i in (0, 1))
             # Marquardt-style ridge: relative to each column's own scale, so it is scale-invariant.
             cands = _gate_candidates(normal, rhs, ns, nf, net.num_mixtures, gate_ridge(d) if ridge is None else ridge,
-                                     None if kind in context_heads and d >= context_min_dim else per_query)
+                                     None if kind in context_heads and d >= context_min_dim else net.num_query_gate_features)
             check = {name: 0.0 for name in cands}
             for part, weight in (("check", 1.0), ("tail", tail)):
                 if weight == 0:
