@@ -35,7 +35,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from disco_plug.bench import git_commit  # noqa: E402
 from disco_plug.estimator import load  # noqa: E402
-from disco_plug.gmm import random_gmm  # noqa: E402
+from disco_plug.gmm import GaussianMixture, random_gmm  # noqa: E402
 from disco_plug.mixture import common_axes  # noqa: E402
 
 D, N, QUERIES, TASKS, SEED = 10, 256, 256, 48, 17
@@ -55,13 +55,6 @@ def _diag(rot: Tensor, scatter: Tensor) -> Tensor:
 def log_posterior(rot: Tensor, scatter: Tensor, counts: Tensor) -> float:
     """log p(R | labelled scatters) + const: the variances integrated over their prior (Haar prior on R)."""
     return float(torch.logsumexp(_variance_log_weights(_diag(rot, scatter), counts), -1).sum())
-
-
-def mixture_score(y: Tensor, means: Tensor, rot: Tensor, var: Tensor, log_w: Tensor) -> Tensor:
-    """Score at y (m, d) of the mixture with components N(means_k, R diag(var_k) R^T)."""
-    z = (y[:, None] - means[None]) @ rot  # (m, K, d), in the frame of R
-    joint = log_w - 0.5 * torch.log(var).sum(-1) - 0.5 * (z * z / var).sum(-1)
-    return (torch.softmax(joint, -1)[..., None] * -(z / var)).sum(1) @ rot.T
 
 
 def posterior_rotations(start: Tensor, scatter: Tensor, counts: Tensor, g: torch.Generator) -> list[Tensor]:
@@ -90,10 +83,8 @@ def run() -> dict:
     start = time.perf_counter()
     for _ in range(TASKS):
         gmm = random_gmm(1, D, generator=g, dtype=torch.float64)
-        comp = torch.multinomial(gmm.log_weights.exp(), N + QUERIES, replacement=True, generator=g)[0]
-        eps = torch.randn(N + QUERIES, D, generator=g, dtype=torch.float64)
-        points = gmm.means[0, comp] + (gmm.variances[0, comp].sqrt() * eps) @ gmm.rotation[0].T
-        x, y, labels = points[:N], points[N:], comp[:N]
+        points, comp = gmm.sample(N + QUERIES, generator=g, return_components=True)
+        x, y, labels = points[0, :N], points[0, N:], comp[0, :N]
         true = gmm.score(y)
         used = labels.unique()
         counts = torch.stack([(labels == k).sum() for k in used]).to(torch.float64)
@@ -103,7 +94,8 @@ def run() -> dict:
 
         def score_at(rot: Tensor) -> Tensor:
             share = torch.softmax(_variance_log_weights(_diag(rot, scatter), counts), -1)
-            return mixture_score(y, means, rot, (share * VAR_GRID).sum(-1), log_w)
+            var = (share * VAR_GRID).sum(-1)  # (K, d): the variances' posterior means given R
+            return GaussianMixture(log_w[None], means[None], var[None], rot[None]).score(y)
 
         prior = D + 2.0  # the shipped fits' shrinkage towards the pooled scatter, for the Flury criterion
         pooled = scatter.sum(0) / N

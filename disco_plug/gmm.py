@@ -143,8 +143,10 @@ class GaussianMixture:
             raise ValueError("score_fn takes a scalar sigma")
         return (self.convolve(sigma) if sigma > 0 else self).score(x)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """n i.i.d. points from every mixture: (B, n, d)."""
+    def sample(self, n: int, *, generator: torch.Generator | None = None,
+               return_components: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """n i.i.d. points from every mixture: (B, n, d); with return_components also the component
+        each point was drawn from (B, n) (labels, e.g. for oracle estimators)."""
         b, k, d = self.means.shape
         comp = torch.multinomial(self.log_weights.exp().to(torch.float64), n, replacement=True,
                                  generator=generator)  # (B, n)
@@ -152,8 +154,8 @@ class GaussianMixture:
         idx = comp[..., None].expand(b, n, d)
         std = torch.gather(self.variances.to(torch.float64), 1, idx).sqrt()
         mu = torch.gather(self.means.to(torch.float64), 1, idx)
-        x = mu + (std * eps) @ self.rotation.to(torch.float64).transpose(-1, -2)
-        return x.to(self.means.dtype)
+        x = (mu + (std * eps) @ self.rotation.to(torch.float64).transpose(-1, -2)).to(self.means.dtype)
+        return (x, comp) if return_components else x
 
 
 def random_gmm(batch: int, dim: int, *, generator: torch.Generator | None = None,

@@ -68,3 +68,16 @@ def test_bad_shapes_raise():
         gmm.log_prob(torch.zeros(2, 4, 2))
     with pytest.raises(ValueError, match="components"):
         random_gmm(1, 2, components=(0, 3))
+
+
+def test_sample_returns_the_components_it_drew_from():
+    """return_components gives the same points (same draws) and each point's component: labelled
+    points sit at their component's mean within a few of its standard deviations."""
+    gmm = random_gmm(2, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = gmm.sample(400, generator=torch.Generator().manual_seed(4))
+    x2, comp = gmm.sample(400, generator=torch.Generator().manual_seed(4), return_components=True)
+    torch.testing.assert_close(x, x2, atol=0.0, rtol=0.0)
+    assert comp.shape == (2, 400) and bool(torch.isfinite(gmm.log_weights.gather(1, comp)).all())
+    z = ((x - gmm.means.gather(1, comp[..., None].expand(-1, -1, 3))) @ gmm.rotation) / gmm.variances.gather(
+        1, comp[..., None].expand(-1, -1, 3)).sqrt()  # standardized in each point's own component
+    assert float(z.abs().max()) < 5.0  # 2400 standard normals: P(any > 5) < 2e-3
