@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import subprocess
 import time
@@ -89,8 +90,23 @@ def _errors(log_p: Tensor, score: Tensor, true_lp: Tensor, true_s: Tensor) -> tu
     return (float(((score - true_s) ** 2).sum()), float((true_s**2).sum()), float(((log_p - true_lp) ** 2).sum()))
 
 
+COLUMNS = (("rel_score_mse_pct", "same"), ("rel_score_mse_pct", "other"), ("logp_mse", "same"), ("logp_mse", "other"))
+WORSE_BEYOND_SE = 2.0  # a paired difference counts as a loss only beyond this many standard errors
+
+
+def paired_difference(ours: list[float], best: list[float], scale: float) -> dict[str, float]:
+    """The pooled error difference, ours - best, with the standard error of its sum over tasks.
+
+    ours and best hold each task's summed error; the row's figure is sum(errors) / scale. Tasks are
+    independent, so the sum of the per-task differences has variance T * var(difference)."""
+    diff = torch.tensor(ours, dtype=torch.float64) - torch.tensor(best, dtype=torch.float64)
+    se = math.sqrt(len(diff)) * float(diff.std()) / scale if len(diff) > 1 else math.inf
+    return {"diff": float(diff.sum()) / scale, "se": se}
+
+
 def evaluate_row(row: Row, estimator: Estimator, seed: int) -> dict[str, Any]:
     sums: dict[str, list[float]] = {}
+    per_task: dict[str, list[float]] = {}  # "method/col/metric" -> each task's summed error
     t_ours = t_kde = 0.0
     for exact, x, same, other in _problems(row, seed):
         fitted = None
@@ -116,11 +132,32 @@ def evaluate_row(row: Row, estimator: Estimator, seed: int) -> dict[str, Any]:
                 for i in range(3):
                     acc[i] += errs[i]
                 acc[3] += y.shape[0]
+                per_task.setdefault(f"{method}/{col}/rel_score_mse_pct", []).append(errs[0])
+                per_task.setdefault(f"{method}/{col}/logp_mse", []).append(errs[2])
     result: dict[str, Any] = {"row": asdict(row), "seconds_ours": round(t_ours, 3), "seconds_scott_kde": round(t_kde, 3)}
     for key, (se, norm, lpe, count) in sums.items():
         result[key] = {"rel_score_mse_pct": 100 * se / norm, "score_mse": se / count / row.dim,
                        "logp_mse": lpe / count}
+    for metric, col in COLUMNS:
+        _, norm, _, count = sums[f"ours/{col}"]
+        scale = norm / 100 if metric == "rel_score_mse_pct" else count
+        result.setdefault(f"ours_minus_best_kde/{col}", {})[metric] = paired_difference(
+            per_task[f"ours/{col}/{metric}"], per_task[f"best_kde/{col}/{metric}"], scale)
     return result
+
+
+def verdict_against_best_kde(row_result: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The columns (e.g. "log-density other") where ours has a larger error than the best KDE, and those
+    among them where the paired difference exceeds WORSE_BEYOND_SE standard errors."""
+    worse, significant = [], []
+    for metric, col in COLUMNS:
+        d = row_result[f"ours_minus_best_kde/{col}"][metric]
+        name = f"{'score' if metric == 'rel_score_mse_pct' else 'log-density'} {col}"
+        if d["diff"] > 0:
+            worse.append(name)
+            if d["diff"] > WORSE_BEYOND_SE * d["se"]:
+                significant.append(name)
+    return worse, significant
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -133,7 +170,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.2f}" if v < 1000 else f"{v:.3g}"
+    return f"{v:.2f}" if abs(v) < 1000 else f"{v:.3g}"
 
 
 def accuracy_markdown(report: dict[str, Any]) -> str:
@@ -168,6 +205,22 @@ def accuracy_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['row']['name']} | {_fmt(o['logp_mse'])} / {_fmt(oo['logp_mse'])} | {_fmt(s['logp_mse'])} / "
                      f"{_fmt(so['logp_mse'])} | {_fmt(b['logp_mse'])} / {_fmt(bo['logp_mse'])} | "
                      f"{b['score_mse'] / o['score_mse']:.2f}x | {b['logp_mse'] / o['logp_mse']:.2f}x |")
+    lines += ["", "Ours against the best KDE, paired by task: the row's error difference (ours - best KDE; negative: ours "
+              "is better) ± one standard error of the difference summed over the row's tasks (relative score MSE in "
+              f"percentage points, log-density MSE in its units). A difference beyond {WORSE_BEYOND_SE:g} standard "
+              "errors counts as a loss.", "",
+              "| row | score same | score other | log-density same | log-density other | verdict |",
+              "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        cells = []
+        for metric, col in COLUMNS:
+            d = r[f"ours_minus_best_kde/{col}"][metric]
+            cells.append(f"{d['diff']:+.3g} ± {d['se']:.2g}")
+        worse, significant = verdict_against_best_kde(r)
+        verdict = ("better on all four" if not worse else
+                   f"worse beyond {WORSE_BEYOND_SE:g} SE: {', '.join(significant)}" if significant else
+                   f"larger error within {WORSE_BEYOND_SE:g} SE: {', '.join(worse)}")
+        lines.append(f"| {r['row']['name']} | {' | '.join(cells)} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .bench import COLUMNS, WORSE_BEYOND_SE, _fmt, verdict_against_best_kde
+
 __all__ = ["accuracy_block", "speed_block", "results_block", "render", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +27,6 @@ _SPEED_SOURCES = ("samplers", "scale", "integrations")
 _SPEED_HEADING = re.compile(r"speed|time|throughput|latency|memory", re.IGNORECASE)
 _NO_RESULTS = ("_No benchmark results yet: run `make bench` (or `disco-plug bench`), then "
                "`python -m disco_plug.readme`._")
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.2f}" if abs(v) < 1000 else f"{v:.3g}"
 
 
 def _load_accuracy(results: Path) -> tuple[dict[str, Any] | None, str]:
@@ -64,7 +62,28 @@ def accuracy_block(results: Path) -> str:
         lines.append(f"| {r['row']['name']} | {_fmt(ours['rel_score_mse_pct'])} | {_fmt(scott['rel_score_mse_pct'])} "
                      f"| {_fmt(best['rel_score_mse_pct'])} | {'' if goal is None else _fmt(goal)} "
                      f"| {_fmt(ours['logp_mse'])} / {_fmt(best['logp_mse'])} |")
+    if all("ours_minus_best_kde/same" in r for r in report["rows"]):
+        lines += ["", _against_best_kde(report["rows"])]
     return "\n".join(lines)
+
+
+def _against_best_kde(rows: list[dict[str, Any]]) -> str:
+    """One sentence: in how many (row, column) cells ours beats the oracle KDE, and where it does not."""
+    worse, significant = [], []
+    for r in rows:
+        w, s = verdict_against_best_kde(r)
+        worse += [f"{r['row']['name']} ({c})" for c in w]
+        significant += [f"{r['row']['name']} ({c})" for c in s]
+    cells = len(rows) * len(COLUMNS)
+    text = (f"Against the oracle KDE, paired by task, in all four columns of the results file (score and "
+            f"log-density, at same-distribution and at tail queries): DiScoFormer has the lower error in "
+            f"{cells - len(worse)} of {cells} cells")
+    if not worse:
+        return text + "."
+    text += f"; the higher one in {'; '.join(worse)}"
+    if not significant:
+        return text + f", none beyond {WORSE_BEYOND_SE:g} standard errors of the paired difference."
+    return text + f"; beyond {WORSE_BEYOND_SE:g} standard errors in {'; '.join(significant)}."
 
 
 def _sections(markdown: str) -> list[tuple[str, str]]:
