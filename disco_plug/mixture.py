@@ -29,6 +29,10 @@ algorithm for mixture models", and the binary splitting of Linde, Buzo & Gray 19
   diagonalization of Ablin, Cardoso & Gramfort 2018 ("Beyond Pham's algorithm for joint
   diagonalization") restricted to rotations.
 - The selected mixture gets `final_iters` more EM steps.
+- Beyond `path_points` context points, the splitting path and the choice of K run on a subsample of that
+  size (chosen by a hash of each point's coordinates, so it does not depend on the order of the points) and
+  only FULL_DATA_ITERS final EM steps see every point: the path costs O(path_points) instead of O(n), and at
+  that size K and the starting point are already well determined.
 
 Deterministic and free of random draws: the same set of points gives the same fit in any order.
 Everything is batched over B contexts; memory is O(B n K + B K d^2) (components are looped over).
@@ -42,13 +46,19 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixtures", "mixture_log_density_and_score"]
+__all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixtures", "mixture_log_density_and_score",
+           "path_subset"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 COMMON_AXES_MAX_DIM = 32  # fit_mixtures' common-axes family above this d costs ~10 s per context (d = 100)
 _VAR_FLOOR = 1e-4  # covariance floor in whitened units (the context's total covariance is I)
 GAUSSIAN_DOF = 1e6  # degrees of freedom that stand for a Gaussian component (exact Gaussian formulas)
 DOF_GRID = (1.5, 2.0, 3.0, 5.0, 8.0, 15.0, 30.0, GAUSSIAN_DOF)  # the heavy-tailed fit's choices of nu
+PATH_POINTS = 16384  # fit_mixtures' splitting path runs on at most this many points (module docstring)
+# EM steps on every point after a subsampled path. Measured on 3 random d = 10 GMMs, n = 131072: the score error
+# is 0.049 % with 2, 4 or 12 such steps (and without subsampling); each step costs about 1.2 s there.
+FULL_DATA_ITERS = 4
+_HASH = torch.tensor([math.sqrt(p) for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)], dtype=torch.float64) * 1e4
 
 
 class Mixture(NamedTuple):
@@ -236,6 +246,18 @@ def _split(log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor) -> tuple[Tens
             torch.cat([cov, cov[rows, pick][:, None]], 1), torch.cat([dof, dof[rows, pick][:, None]], 1))
 
 
+def path_subset(x: Tensor, size: int) -> Tensor:
+    """(B, size) indices of a pseudo-random subset of each context x (B, n, d) that depends on the set of
+    points, not their order: the points whose coordinate hash, the fractional part of sum_j x_j c_j with
+    large irrational c_j, is smallest."""
+    d = x.shape[-1]
+    c = _HASH.to(x.device).repeat(d // len(_HASH) + 1)[:d] * torch.arange(1, d + 1, dtype=torch.float64,
+                                                                       device=x.device).sqrt()
+    z = (x.to(torch.float64) * c).sum(-1)  # (B, n)
+    h = z - torch.floor(z)  # in [0, 1) also for negative z (torch.frac keeps the sign)
+    return torch.topk(h, size, dim=-1, largest=False, sorted=False).indices
+
+
 def _pad(t: Tensor, k: int, value: float) -> Tensor:
     """Pad dimension 1 to k entries with `value`; covariances (B, K, d, d) are padded with identities."""
     pad = k - t.shape[1]
@@ -251,7 +273,7 @@ def _pad(t: Tensor, k: int, value: float) -> Tensor:
 def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_components: int = 10, *,
                  heavy_tails: bool = False, iters: int = 8, final_iters: int = 12,
                  prior: float | None = None, patience: int = 2, axes: Tensor | None = None,
-                 frame: Tensor | None = None) -> tuple[Mixture, ...]:
+                 frame: Tensor | None = None, path_points: int | None = PATH_POINTS) -> tuple[Mixture, ...]:
     """Fit mixtures to each context x (B, n, d) by EM with splitting (module docstring), one per
     model-choice penalty; the splitting path is shared, only the choice of K differs.
 
@@ -275,6 +297,8 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
         of z, not to other linear maps, so the frame matters: Whitening.raw_frame gives the data's own
         coordinates up to one scale, where rotated data keep a common orientation that whitening would
         break. Ignored for d = 1 and above COMMON_AXES_MAX_DIM.
+    path_points: above this many points per context, K is chosen on a subsample of this size and only the
+        final EM steps use every point (module docstring); None: always every point.
     Each context and penalty keeps the full family unless a restricted one passes a likelihood-ratio test
     against it (see below); among those that pass, the better penalized likelihood wins.
     Computed in float64 without gradients; returns float64 tensors."""
@@ -282,8 +306,12 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
     b, n, d = x64.shape
     options = (max_components, heavy_tails, iters, final_iters, float(d + 2) if prior is None else float(prior),
                patience)
+    if path_points is not None and path_points < 1:
+        raise ValueError(f"path_points must be positive or None, got {path_points}")
+    path = path_subset(x64, path_points) if path_points is not None and n > path_points else None
+    n_path = n if path is None else path_points  # the deviances below are on the path's points
     with torch.no_grad():
-        fits, (deviance, params) = _fit_family(x64, penalties, *options)
+        fits, (deviance, params) = _fit_family(x64, penalties, *options, path=path)
         restricted = []  # (coordinates z = x @ matrix, family options), each fitted in its own coordinates
         if axes is not None and d > 2:  # at d <= 2 a diagonal saves at most one parameter per component
             restricted.append((axes.to(x64), dict(diagonal=True)))
@@ -291,12 +319,12 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
             restricted.append((frame.to(x64), dict(common=True)))
         if not restricted:
             return fits
-        pens = [float(p) * math.log(max(n, 2)) for p in penalties]
+        pens = [float(p) * math.log(max(n_path, 2)) for p in penalties]
         best = [(fit, dev + pen * par) for fit, dev, par, pen in zip(fits, deviance, params, pens)]
         for matrix, family in restricted:
-            r_fits, (r_deviance, r_params) = _fit_family(x64 @ matrix, penalties, *options, **family)
+            r_fits, (r_deviance, r_params) = _fit_family(x64 @ matrix, penalties, *options, path=path, **family)
             # Deviances in the x coordinates: log L_x = log L_z + n log|det matrix|.
-            shift = -2.0 * n * torch.linalg.slogdet(matrix)[1]  # (B,)
+            shift = -2.0 * n_path * torch.linalg.slogdet(matrix)[1]  # (B,)
             back = torch.linalg.inv(matrix)
             for j, r_fit in enumerate(r_fits):
                 r_fit = convolve_mixture(r_fit, back, torch.zeros_like(matrix))
@@ -326,9 +354,15 @@ def _padded(mix: Mixture, other: Mixture) -> Mixture:
 
 def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, heavy_tails: bool, iters: int,
                 final_iters: int, prior: float, patience: int, *, diagonal: bool = False,
-                common: bool = False) -> tuple[tuple[Mixture, ...], tuple[list[Tensor], list[Tensor]]]:
+                common: bool = False,
+                path: Tensor | None = None) -> tuple[tuple[Mixture, ...], tuple[list[Tensor], list[Tensor]]]:
     """fit_mixtures for one covariance family (full, diagonal, or with common principal axes): the
-    mixtures, and per penalty the deviance -2 log L and the parameter count (each (B,)) of the chosen K."""
+    mixtures, and per penalty the deviance -2 log L and the parameter count (each (B,)) of the chosen K.
+    With path (B, m) indices, the splitting path and the deviances use those points only and the final
+    EM steps (1 to FULL_DATA_ITERS) every point."""
+    full = x64
+    if path is not None:
+        x64 = torch.gather(x64, 1, path[..., None].expand(-1, -1, x64.shape[-1]))
     b, n, d = x64.shape
     pens = [float(p) * math.log(max(n, 2)) for p in penalties]
     k_max = max(1, min(int(max_components), n // (d + 1)))
@@ -372,9 +406,12 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
                     bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])
     out = []
     for log_w, means, cov, dof, frame in bests:
-        if final_iters and (k_max > 1 or heavy_tails):
-            log_w, means, cov, dof, _, _, _ = _em(x64, log_w, means, cov, dof, torch.isfinite(log_w), prior,
-                                                  final_iters, heavy_tails, diagonal, frame)
+        final = final_iters if k_max > 1 or heavy_tails else 0
+        if path is not None:  # the path saw a subsample; it converged there, so a few steps on every point
+            final = max(1, min(final, FULL_DATA_ITERS))
+        if final:
+            log_w, means, cov, dof, _, _, _ = _em(full, log_w, means, cov, dof, torch.isfinite(log_w), prior,
+                                                  final, heavy_tails, diagonal, frame)
         _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
         out.append(Mixture(log_norm, means, prec_chol, dof, params[len(out)]))
     return tuple(out), (deviance, params)

@@ -8,7 +8,7 @@ import torch
 from disco_plug.gmm import GaussianMixture
 from disco_plug.gmm import random_rotation
 from disco_plug.mixture import (GAUSSIAN_DOF, common_axes, convolve_mixture, fit_mixture, fit_mixtures,
-                                 mixture_log_density_and_score)
+                                 mixture_log_density_and_score, path_subset)
 
 TWO = GaussianMixture.from_components(
     [0.4, 0.6], torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=torch.float64), [[0.5, 0.3], [0.8, 0.4]])
@@ -67,6 +67,38 @@ def test_order_of_the_points_does_not_matter():
     b = mixture_log_density_and_score(fit_mixture(x[:, perm]), y)
     for u, v in zip(a, b):
         torch.testing.assert_close(u, v, atol=1e-8, rtol=1e-8)
+
+
+def test_path_subset_is_an_unbiased_order_free_subsample():
+    # Centred data (half the coordinates negative): a hash that kept its sign would pick a half-space.
+    x = torch.randn(2, 20000, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(20))
+    idx = path_subset(x, 2000)
+    assert idx.shape == (2, 2000) and all(len(set(i.tolist())) == 2000 for i in idx)
+    sub = torch.gather(x, 1, idx[..., None].expand(-1, -1, 5))
+    # The subset's means: standard error 1 / sqrt(2000) = 0.022 per coordinate; 5 of them.
+    assert float(sub.mean(1).abs().max()) < 5 / math.sqrt(2000)
+    # Variances: standard error sqrt(2 / 2000) = 0.032; 5 of them.
+    assert float((sub.var(1) - 1).abs().max()) < 5 * math.sqrt(2 / 2000)
+    perm = torch.randperm(20000, generator=torch.Generator().manual_seed(21))
+    again = path_subset(x[:, perm], 2000)
+    for b in range(2):
+        assert set(perm[again[b]].tolist()) == set(idx[b].tolist())
+
+
+def test_fit_on_a_subsampled_path_matches_the_full_fit():
+    x = TWO.sample(6000, generator=torch.Generator().manual_seed(22))
+    y = TWO.sample(200, generator=torch.Generator().manual_seed(23))
+    full = fit_mixture(x, path_points=None)
+    part = fit_mixture(x, path_points=1000)  # K chosen on 1000 points, then EM steps on all 6000
+    assert int(part.components) == int(full.components) == 2
+    s_full, s_part = (mixture_log_density_and_score(m, y)[1] for m in (full, part))
+    # Both are EM fits to the same 6000 points: they agree far within the estimation error (~1 / sqrt(6000)).
+    assert float(((s_part - s_full) ** 2).sum() / (s_full**2).sum()) < 1e-4
+    perm = torch.randperm(6000, generator=torch.Generator().manual_seed(24))
+    torch.testing.assert_close(mixture_log_density_and_score(fit_mixture(x[:, perm], path_points=1000), y)[1],
+                               s_part, atol=1e-8, rtol=1e-8)
+    with pytest.raises(ValueError, match="path_points must be positive"):
+        fit_mixture(x, path_points=0)
 
 
 @pytest.mark.parametrize("n,d", [(5, 4), (30, 10)])
