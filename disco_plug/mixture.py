@@ -8,8 +8,16 @@ start from a model that a transformer would otherwise have to learn to emulate.
 
 Algorithm (Dempster, Laird & Rubin 1977 for EM; mixture splitting as in Ueda et al. 2000, "SMEM
 algorithm for mixture models", and the binary splitting of Linde, Buzo & Gray 1980):
-- K = 1 is the Gaussian fit. Growing K -> K + 1 splits the component with the largest weighted
-  principal variance along its principal axis (mu +- sqrt(lambda) v / 2), then runs `iters` EM steps.
+- K = 1 is the Gaussian fit. Growing K -> K + 1 splits one component in two along its principal axis,
+  then runs `iters` EM steps. From d = TRIAL_SPLIT_MIN_DIM on, every component is tried: its points (by
+  responsibility) are divided at the hyperplane through its mean normal to that axis, the two halves get
+  the M-step of that division and one EM step, and the trial with the highest likelihood is kept (greedy
+  split selection by trial, as in Verbeek, Vlassis & Kroese 2003, "Efficient greedy learning of Gaussian
+  mixture models"). Below that d, the component with the largest weighted principal variance is split at
+  mu +- sqrt(lambda) v / 2. The variance rule splits large, well-fitted components while two small clusters
+  stay merged in one: on 12 random 10-D GMMs at n = 4096 the BIC mixture found the true K in 4 with it and
+  in 8 with trials (mixture score error 1.72 -> 1.22 %), at about twice the fitting time; in 2-D the rule
+  does as well as trials.
 - Covariances are shrunk towards the pooled within-component covariance with `prior` pseudo-points
   (a conjugate-prior MAP estimate), plus a floor, so small components in high d stay well posed.
 - With heavy_tails, components are multivariate Student-t (robust mixture modelling, Peel & McLachlan
@@ -60,6 +68,7 @@ PATH_POINTS = 16384  # fit_mixtures' splitting path runs on at most this many po
 # EM steps on every point after a subsampled path. Measured on 3 random d = 10 GMMs, n = 131072: the score error
 # is 0.049 % with 2, 4 or 12 such steps (and without subsampling); each step costs about 1.2 s there.
 FULL_DATA_ITERS = 4
+TRIAL_SPLIT_MIN_DIM = 3  # fit_mixtures tries every split from this d on (module docstring)
 _HASH = torch.tensor([math.sqrt(p) for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)], dtype=torch.float64) * 1e4
 
 
@@ -260,6 +269,36 @@ def path_subset(x: Tensor, size: int) -> Tensor:
     return torch.topk(h, size, dim=-1, largest=False, sorted=False).indices
 
 
+def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, prior: float,
+                heavy_tails: bool, diagonal: bool, frame: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The K + 1 components after the split, tried on every component, that gives each context the highest
+    likelihood. A trial split divides component j's points (by responsibility) at the hyperplane through
+    its mean normal to its principal axis, takes the M-step of that division (two tight clusters merged in
+    one become two components at once) and one EM step."""
+    b, k = log_w.shape
+    joint, _, _, _ = _joint(x, log_w, means, cov, dof)
+    resp = torch.softmax(joint, -1)  # (B, n, K)
+    axis = torch.linalg.eigh(cov)[1][..., -1]  # (B, K, d) principal axes
+    active = torch.ones(b, k + 1, dtype=torch.bool, device=x.device)
+    ones = torch.ones(b, x.shape[1], k + 1, dtype=x.dtype, device=x.device)
+    best, best_ll = None, None
+    for j in range(k):
+        side = (((x - means[:, j, None]) * axis[:, j, None]).sum(-1) > 0).to(x.dtype)  # (B, n)
+        r = torch.cat([resp, resp[..., j:j + 1] * (1 - side[..., None])], -1)
+        r[..., j] = resp[..., j] * side
+        trial_w, trial_mu, trial_cov, _, trial_frame = _m_step(x, r, ones, active, prior, diagonal, frame)
+        trial_dof = torch.cat([dof, dof[:, j:j + 1]], 1)
+        out = _em(x, trial_w, trial_mu, trial_cov, trial_dof, active, prior, 1, heavy_tails, diagonal, trial_frame)
+        state, ll = out[:4], out[5]
+        if best is None:
+            best, best_ll = list(state), ll
+            continue
+        better = ll > best_ll
+        best = [torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bt) for t, bt in zip(state, best)]
+        best_ll = torch.where(better, ll, best_ll)
+    return tuple(best)
+
+
 def _pad(t: Tensor, k: int, value: float) -> Tensor:
     """Pad dimension 1 to k entries with `value`; covariances (B, K, d, d) are padded with identities."""
     pad = k - t.shape[1]
@@ -388,7 +427,10 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
     for k in range(2, k_max + 1):
         if bool((stale >= patience).all()):
             break  # no context's penalized likelihood improved for `patience` splits in a row
-        log_w, means, cov, dof = _split(log_w, means, cov, dof)
+        if d >= TRIAL_SPLIT_MIN_DIM:
+            log_w, means, cov, dof = _best_split(x64, log_w, means, cov, dof, prior, heavy_tails, diagonal, frame)
+        else:
+            log_w, means, cov, dof = _split(log_w, means, cov, dof)
         active = torch.ones(b, k, dtype=torch.bool, device=x64.device)
         log_w, means, cov, dof, cov_dof, loglik, frame = _em(x64, log_w, means, cov, dof, active, prior, iters,
                                                              heavy_tails, diagonal, frame)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from disco_plug import mixture
 from disco_plug.gmm import GaussianMixture
 from disco_plug.gmm import random_rotation
 from disco_plug.mixture import (GAUSSIAN_DOF, common_axes, convolve_mixture, fit_mixture, fit_mixtures,
@@ -67,6 +68,33 @@ def test_order_of_the_points_does_not_matter():
     b = mixture_log_density_and_score(fit_mixture(x[:, perm]), y)
     for u, v in zip(a, b):
         torch.testing.assert_close(u, v, atol=1e-8, rtol=1e-8)
+
+
+def test_trial_splits_separate_tight_pairs_that_the_variance_rule_leaves_merged():
+    # A broad component at the origin and two pairs of tight clusters at x = +-8: the variance rule splits the
+    # broad one again and again (largest weight x principal variance) and stops at K = 3.
+    d = 5
+    means = torch.zeros(5, d, dtype=torch.float64)
+    means[1:3, 0], means[1:3, 1] = 8.0, torch.tensor([0.8, -0.8], dtype=torch.float64)
+    means[3:5, 0], means[3:5, 2] = -8.0, torch.tensor([0.8, -0.8], dtype=torch.float64)
+    var = torch.full((5, d), 0.05, dtype=torch.float64)
+    var[0] = 2.0
+    pairs = GaussianMixture.from_components([0.4, 0.15, 0.15, 0.15, 0.15], means, var)
+    x = pairs.sample(2000, generator=torch.Generator().manual_seed(0))
+    y = pairs.sample(2000, generator=torch.Generator().manual_seed(1))
+    trial = fit_mixture(x)
+    assert int(trial.components) == 5
+    held_out = float(mixture_log_density_and_score(trial, y)[0].mean())
+    # Within 0.2 nats per point of the true density's held-out log-likelihood (-4.70)...
+    assert held_out > float(pairs.log_prob(y).mean()) - 0.2
+    # ... where the variance rule (used below TRIAL_SPLIT_MIN_DIM) stops at K = 4 (-5.13 against -4.80).
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(mixture, "TRIAL_SPLIT_MIN_DIM", d + 1)
+    try:
+        rule = fit_mixture(x)
+    finally:
+        monkeypatch.undo()
+    assert float(mixture_log_density_and_score(rule, y)[0].mean()) < held_out - 0.1
 
 
 def test_path_subset_is_an_unbiased_order_free_subsample():
