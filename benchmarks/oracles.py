@@ -52,7 +52,6 @@ STEPS, BURN_IN, THIN = 3000, 1500, 20
 FAMILIES = {"variances U[0.2, 1]": 1, "standard deviations U[0.2, 1]": 2}
 REPORT_SCOTT = {(2, 256): 43.8, (2, 1024): 33.6, (2, 4096): 24.6, (2, 16384): 17.2,
                 (10, 256): 65.6, (10, 1024): 61.3, (10, 4096): 57.1, (10, 16384): 52.9}
-VAR_GRID = torch.linspace(0.2, 1.0, 81, dtype=torch.float64)  # set per family by run()
 
 
 def family_gmm(power: int, dim: int, g: torch.Generator) -> GaussianMixture:
@@ -62,29 +61,35 @@ def family_gmm(power: int, dim: int, g: torch.Generator) -> GaussianMixture:
     return GaussianMixture(m.log_weights, m.means, m.variances**power, m.rotation)
 
 
-def _variance_log_weights(q: Tensor, counts: Tensor) -> Tensor:
-    """log p(scatter diagonal q | v) + const on VAR_GRID, per component and axis: (K, d, G)."""
-    return -(counts[:, None, None] - 1) / 2 * torch.log(VAR_GRID) - q[..., None] / (2 * VAR_GRID)
+def variance_grid(power: int) -> Tensor:
+    """The family's variance prior on a grid with equal prior weights (see FAMILIES)."""
+    return torch.linspace(0.2, 1.0, 81, dtype=torch.float64) ** power
+
+
+def _variance_log_weights(q: Tensor, counts: Tensor, grid: Tensor) -> Tensor:
+    """log p(scatter diagonal q | v) + const on the variance grid, per component and axis: (K, d, G)."""
+    return -(counts[:, None, None] - 1) / 2 * torch.log(grid) - q[..., None] / (2 * grid)
 
 
 def _diag(rot: Tensor, scatter: Tensor) -> Tensor:
     return torch.diagonal(rot.T[None] @ scatter @ rot[None], dim1=-2, dim2=-1)  # (K, d)
 
 
-def log_posterior(rot: Tensor, scatter: Tensor, counts: Tensor) -> float:
+def log_posterior(rot: Tensor, scatter: Tensor, counts: Tensor, grid: Tensor) -> float:
     """log p(R | labelled scatters) + const: the variances integrated over their prior (Haar prior on R)."""
-    return float(torch.logsumexp(_variance_log_weights(_diag(rot, scatter), counts), -1).sum())
+    return float(torch.logsumexp(_variance_log_weights(_diag(rot, scatter), counts, grid), -1).sum())
 
 
-def posterior_rotations(start: Tensor, scatter: Tensor, counts: Tensor, g: torch.Generator) -> list[Tensor]:
+def posterior_rotations(start: Tensor, scatter: Tensor, counts: Tensor, grid: Tensor,
+                        g: torch.Generator) -> list[Tensor]:
     """Draws from R's posterior by random-walk Metropolis on the rotation group."""
     iu = torch.triu_indices(D, D, 1)
-    rot, value, step, accepted, draws = start, log_posterior(start, scatter, counts), 0.03, 0, []
+    rot, value, step, accepted, draws = start, log_posterior(start, scatter, counts, grid), 0.03, 0, []
     for it in range(STEPS):
         a = torch.zeros(D, D, dtype=torch.float64)
         a[iu[0], iu[1]] = step * torch.randn(iu.shape[1], generator=g, dtype=torch.float64)
         proposal = rot @ torch.matrix_exp(a - a.T)
-        new = log_posterior(proposal, scatter, counts)
+        new = log_posterior(proposal, scatter, counts, grid)
         if math.log(float(torch.rand((), generator=g, dtype=torch.float64))) < new - value:
             rot, value, accepted = proposal, new, accepted + 1
         if it < BURN_IN and it % 100 == 99:
@@ -96,8 +101,7 @@ def posterior_rotations(start: Tensor, scatter: Tensor, counts: Tensor, g: torch
 
 
 def run(power: int, estimator) -> dict[str, float]:
-    global VAR_GRID
-    VAR_GRID = torch.linspace(0.2, 1.0, 81, dtype=torch.float64) ** power
+    grid = variance_grid(power)
     g = torch.Generator().manual_seed(SEED)
     sums: dict[str, list[float]] = {}
     for _ in range(TASKS):
@@ -112,21 +116,21 @@ def run(power: int, estimator) -> dict[str, float]:
         log_w = torch.log(counts / N)
 
         def score_at(rot: Tensor) -> Tensor:
-            share = torch.softmax(_variance_log_weights(_diag(rot, scatter), counts), -1)
-            var = (share * VAR_GRID).sum(-1)  # (K, d): the variances' posterior means given R
+            share = torch.softmax(_variance_log_weights(_diag(rot, scatter), counts, grid), -1)
+            var = (share * grid).sum(-1)  # (K, d): the variances' posterior means given R
             return GaussianMixture(log_w[None], means[None], var[None], rot[None]).score(y)
 
         prior = D + 2.0  # the shipped fits' shrinkage towards the pooled scatter, for the Flury criterion
         pooled = scatter.sum(0) / N
         shrunk = (scatter + prior * pooled) / (counts + prior)[:, None, None]
         flury = common_axes(shrunk[None], (counts + prior)[None], iters=50)[0]
-        draws = posterior_rotations(flury, scatter, counts, g)
+        draws = posterior_rotations(flury, scatter, counts, grid, g)
         estimates = {
             "labels + true rotation": score_at(gmm.rotation[0]),
             "labels + common principal axes (Flury)": score_at(flury),
             "labels + posterior mean over the rotation": torch.stack([score_at(r) for r in draws]).mean(0),
             "the same, chain started at the true rotation": torch.stack(
-                [score_at(r) for r in posterior_rotations(gmm.rotation[0], scatter, counts, g)]).mean(0),
+                [score_at(r) for r in posterior_rotations(gmm.rotation[0], scatter, counts, grid, g)]).mean(0),
             "shipped estimator (no labels)": estimator.fit(x).score(y),
         }
         for name, s in estimates.items():

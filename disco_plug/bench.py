@@ -105,8 +105,9 @@ def paired_difference(ours: list[float], best: list[float], scale: float) -> dic
 
 
 def evaluate_row(row: Row, estimator: Estimator, seed: int) -> dict[str, Any]:
-    sums: dict[str, list[float]] = {}
-    per_task: dict[str, list[float]] = {}  # "method/col/metric" -> each task's summed error
+    # "method/col" -> per task: summed squared score error, summed squared true score, summed squared
+    # log-density error, number of queries
+    per_task: dict[str, list[tuple[float, float, float, int]]] = {}
     t_ours = t_kde = 0.0
     for exact, x, same, other in _problems(row, seed):
         fitted = None
@@ -128,21 +129,18 @@ def evaluate_row(row: Row, estimator: Estimator, seed: int) -> dict[str, Any]:
             best = (float(grid_score_err.min()), float((true_s**2).sum()), float(grid_lp_err.min()))
             for method, errs in (("ours", _errors(lp, s, true_lp, true_s)), ("scott", _errors(*scott, true_lp, true_s)),
                                  ("best_kde", best)):
-                acc = sums.setdefault(f"{method}/{col}", [0.0, 0.0, 0.0, 0])
-                for i in range(3):
-                    acc[i] += errs[i]
-                acc[3] += y.shape[0]
-                per_task.setdefault(f"{method}/{col}/rel_score_mse_pct", []).append(errs[0])
-                per_task.setdefault(f"{method}/{col}/logp_mse", []).append(errs[2])
+                per_task.setdefault(f"{method}/{col}", []).append((*errs, y.shape[0]))
     result: dict[str, Any] = {"row": asdict(row), "seconds_ours": round(t_ours, 3), "seconds_scott_kde": round(t_kde, 3)}
+    sums = {key: [sum(column) for column in zip(*tasks)] for key, tasks in per_task.items()}
     for key, (se, norm, lpe, count) in sums.items():
         result[key] = {"rel_score_mse_pct": 100 * se / norm, "score_mse": se / count / row.dim,
                        "logp_mse": lpe / count}
     for metric, col in COLUMNS:
         _, norm, _, count = sums[f"ours/{col}"]
         scale = norm / 100 if metric == "rel_score_mse_pct" else count
+        i = 0 if metric == "rel_score_mse_pct" else 2  # the per-task error column of this metric
         result.setdefault(f"ours_minus_best_kde/{col}", {})[metric] = paired_difference(
-            per_task[f"ours/{col}/{metric}"], per_task[f"best_kde/{col}/{metric}"], scale)
+            [t[i] for t in per_task[f"ours/{col}"]], [t[i] for t in per_task[f"best_kde/{col}"]], scale)
     return result
 
 

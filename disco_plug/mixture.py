@@ -92,6 +92,11 @@ class Mixture(NamedTuple):
         return torch.isfinite(self.log_norm).sum(-1)
 
 
+def _per_context(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """new where the per-context mask (B,) holds, else old, for tensors (B, ...) of any rank."""
+    return torch.where(mask.reshape(-1, *([1] * (old.ndim - 1))), new, old)
+
+
 def _log_const(dof: Tensor, d: int) -> Tensor:
     """Log normalizer of a unit-scale d-dimensional Student-t with dof degrees of freedom (Gaussian at
     GAUSSIAN_DOF)."""
@@ -177,7 +182,7 @@ def common_axes(cov: Tensor, weight: Tensor, axes: Tensor | None = None, iters: 
             trial = axes @ torch.linalg.solve(eye - a / 2, eye + a / 2)  # Cayley: orthogonal for skew a
             t_value, t_m, t_diag = criterion(trial)
             ok = ~accepted & torch.isfinite(t_value) & (t_value < value)
-            new = tuple(torch.where(ok.reshape(-1, *([1] * (old.ndim - 1))), cand, old)
+            new = tuple(_per_context(ok, cand, old)
                         for old, cand in zip(new, (t_value, trial, t_m, t_diag)))
             accepted |= ok
         if not bool(accepted.any()):
@@ -294,7 +299,7 @@ def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tenso
             best, best_ll = list(state), ll
             continue
         better = ll > best_ll
-        best = [torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bt) for t, bt in zip(state, best)]
+        best = [_per_context(better, t, bt) for t, bt in zip(state, best)]
         best_ll = torch.where(better, ll, best_ll)
     return tuple(best)
 
@@ -379,7 +384,7 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
                 passes = gain < extra + 3.0 * torch.sqrt(2.0 * extra.abs().clamp_min(1.0))  # (B,)
                 crit = r_dev + pens[j] * r_params[j]
                 use = passes & (crit < best[j][1])
-                mix = Mixture(*(torch.where(use.reshape(-1, *([1] * (a.ndim - 1))), bb, a)
+                mix = Mixture(*(_per_context(use, bb, a)
                                 for a, bb in zip(_padded(best[j][0], r_fit), _padded(r_fit, best[j][0]))))
                 best[j] = (mix, torch.where(use, crit, best[j][1]))
     return tuple(mix for mix, _ in best)
@@ -446,7 +451,7 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], max_components: int, 
             params[j] = torch.where(better, p, params[j])
             for i, t in enumerate(padded):
                 if t is not None:
-                    bests[j][i] = torch.where(better.reshape(-1, *([1] * (t.ndim - 1))), t, bests[j][i])
+                    bests[j][i] = _per_context(better, t, bests[j][i])
     out = []
     for log_w, means, cov, dof, frame in bests:
         final = final_iters if k_max > 1 or heavy_tails else 0
