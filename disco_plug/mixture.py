@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixtures", "mixture_log_density_and_score",
-           "path_subset"]
+           "mixture_log_weights", "path_subset", "sample_mixture"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 COMMON_AXES_MAX_DIM = 32  # fit_mixtures' common-axes family above this d costs ~10 s per context (d = 100)
@@ -472,6 +472,36 @@ def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **
     return fit_mixtures(x, (penalty,), max_components, **kwargs)[0]
 
 
+def mixture_log_weights(mix: Mixture) -> Tensor:
+    """The log mixing weights (B, K) of fitted mixtures (-inf on unused slots)."""
+    d = mix.means.shape[-1]
+    log_det_prec_chol = torch.log(torch.diagonal(mix.prec_chol, dim1=-2, dim2=-1)).sum(-1)
+    return mix.log_norm - log_det_prec_chol - _log_const(mix.dof, d)
+
+
+def sample_mixture(mix: Mixture, counts: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+    """Draw counts[b] i.i.d. points from mixture b, as a list of (counts[b], d) tensors in the mixture's
+    dtype: a component by its weight, then mu_k + e @ prec_chol_k^-1 / sqrt(g), e ~ N(0, I) and
+    g ~ chi2(nu_k) / nu_k for a Student-t component (g = 1 for a Gaussian one)."""
+    d = mix.means.shape[-1]
+    dtype, device = mix.means.dtype, mix.means.device
+    gen_device = generator.device if generator is not None else device
+    weights = mixture_log_weights(mix).exp()  # (B, K)
+    out = []
+    for b, num in enumerate(counts.tolist()):
+        comp = torch.multinomial(weights[b].cpu(), num, replacement=True, generator=generator).to(device)  # (num,)
+        eps = torch.randn(num, d, generator=generator, dtype=dtype, device=gen_device).to(device)
+        upper = mix.prec_chol[b, comp]  # (num, d, d)
+        v = torch.linalg.solve_triangular(upper, eps[:, None], upper=True, left=False)[:, 0]  # eps @ upper^-1
+        dof = mix.dof[b, comp]
+        gaussian = dof >= GAUSSIAN_DOF
+        nu = torch.where(gaussian, torch.full_like(dof, 2.0), dof)  # any finite value where unused
+        g = 2 * torch._standard_gamma((nu / 2).cpu(), generator=generator).to(device) / nu  # chi2(nu) / nu
+        g = torch.where(gaussian, torch.ones_like(g), g)
+        out.append(mix.means[b, comp] + v / g.sqrt()[:, None])
+    return out
+
+
 def convolve_mixture(mix: Mixture, matrix: Tensor, noise_cov: Tensor) -> Mixture:
     """The mixture of y = x @ matrix + e with x ~ mix and e ~ N(0, noise_cov) independent: component k
     moves to mean mu_k @ matrix and scale matrix^T S_k matrix + noise_cov. matrix and noise_cov are
@@ -481,11 +511,9 @@ def convolve_mixture(mix: Mixture, matrix: Tensor, noise_cov: Tensor) -> Mixture
     Gaussian is not a Student-t; it is approximated by the t with the same nu and the scale matrix grown
     by noise_cov: the core widens as the Gaussian's does and the polynomial tails, which noise does not
     change, are kept."""
-    d = mix.means.shape[-1]
     precision = mix.prec_chol @ mix.prec_chol.transpose(-1, -2)  # (B, K, d, d)
     scale = torch.cholesky_inverse(torch.linalg.cholesky(precision))
-    log_det_prec_chol = torch.log(torch.diagonal(mix.prec_chol, dim1=-2, dim2=-1)).sum(-1)
-    log_w = mix.log_norm - log_det_prec_chol - _log_const(mix.dof, d)  # -inf stays on unused slots
+    log_w = mixture_log_weights(mix)  # -inf stays on unused slots
     m = matrix.to(scale.dtype)[:, None]
     scale = m.transpose(-1, -2) @ scale @ m + noise_cov.to(scale.dtype)[:, None]
     scale = 0.5 * (scale + scale.transpose(-1, -2))

@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .kde import isotropic_kde, scott_factor
-from .mixture import Mixture, fit_mixtures, mixture_log_density_and_score
+from .mixture import Mixture, fit_mixtures, mixture_log_density_and_score, sample_mixture
+from .stacking import pool_log_density_and_score, stacking_weights
 
 __all__ = ["DiScoFormer", "ContextCache", "gaussian_fit_log_density"]
 
@@ -64,6 +65,9 @@ class ContextCache(NamedTuple):
     # With config.gate_context_features: each estimate's (KDE, mixture) held-out log-likelihood gain over
     # the Gaussian fit on this context, per dimension (B, F + M) (DiScoFormer.context_summary).
     summary: Tensor | None = None
+    # With config.blend == "stacked": the weights (B, 1 + F + M) of the Gaussian fit, each KDE and each
+    # mixture in the stacked density (stacking.py), chosen on the clean context and kept under noise.
+    weights: Tensor | None = None
 
 
 class SkipFeatures(NamedTuple):
@@ -219,9 +223,15 @@ class DiScoFormer(nn.Module):
         return len(self.config.mixture_penalties) + len(self.config.t_mixture_penalties)
 
     # -- features ---------------------------------------------------------------------------------
-    def _bandwidths(self, n_centres: int, d: int, like: Tensor) -> Tensor:
-        factors = torch.tensor(self.config.kde_factors, dtype=like.dtype, device=like.device)
-        return factors * scott_factor(max(n_centres, 2), d)  # (F,)
+    @property
+    def num_components(self) -> int:
+        """Components of the stacked blend: the Gaussian fit, one KDE per stacked_kde_factors, each mixture."""
+        return 1 + len(self.config.stacked_kde_factors) + self.num_mixtures
+
+    def _bandwidths(self, n_centres: int, d: int, like: Tensor, factors: tuple[float, ...] | None = None) -> Tensor:
+        factors_t = torch.tensor(self.config.kde_factors if factors is None else factors, dtype=like.dtype,
+                                 device=like.device)
+        return factors_t * scott_factor(max(n_centres, 2), d)  # (F,)
 
     @staticmethod
     def token_scalars(y: Tensor, log_kde: Tensor) -> Tensor:
@@ -248,7 +258,8 @@ class DiScoFormer(nn.Module):
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor, *, layers: bool = True, mixtures: tuple[Mixture, ...] | None = None,
                kernel_noise: tuple[Tensor, ...] | None = None, axes: Tensor | None = None,
-               frame: Tensor | None = None, summary: Tensor | None = None) -> ContextCache:
+               frame: Tensor | None = None, summary: Tensor | None = None,
+               weights: Tensor | None = None) -> ContextCache:
         """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
         config.t_mixture_penalties) and per-layer keys and values of every point (skipped with
         layers=False, or while the body is inert: the gated skips only). `mixtures` reuses the fits of
@@ -263,7 +274,9 @@ class DiScoFormer(nn.Module):
         frame (B, d, d): the data's own coordinates up to scale (Whitening.raw_frame); with
         config.mixture_common_axes the fits also try components with common principal axes there.
         summary: the context_summary of the clean context, required with kernel_noise when
-        config.gate_context_features is on (the gates then keep the clean context's values)."""
+        config.gate_context_features is on (the gates then keep the clean context's values).
+        weights: the stacking weights of the clean context, required with kernel_noise when
+        config.blend is "stacked" (p * N has the same weights as p)."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
@@ -276,12 +289,17 @@ class DiScoFormer(nn.Module):
             mixtures = fit_mixtures(x, c.mixture_penalties, **opts) if c.mixture_penalties else ()
             if c.t_mixture_penalties:
                 mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True, **opts)
-        if c.gate_context_features and summary is None:
-            if kernel_noise is not None:
-                raise ValueError("encode with kernel_noise needs the clean context's summary (context_summary)")
+        need_summary = c.gate_context_features and c.blend == "gated" and summary is None
+        need_weights = c.blend == "stacked" and weights is None
+        if kernel_noise is not None and (need_summary or need_weights):
+            raise ValueError("encode with kernel_noise needs the clean context's summary (context_summary) "
+                             "and stacking weights (stacking_weights): pass those of the clean encode")
+        if need_summary:
             summary = self.context_summary(x, mixtures)
-        if not layers or self._body_is_inert():
-            return ContextCache(x, (), (), mixtures, kernel_noise, summary)
+        if need_weights:
+            weights = stacking_weights(self.held_out_log_densities(x, mixtures, c.stacked_kde_factors))
+        if c.blend == "stacked" or not layers or self._body_is_inert():
+            return ContextCache(x, (), (), mixtures, kernel_noise, summary, weights)
         key_index = self._key_subset(n, x.device)
         centres = x if key_index is None else x[:, key_index]
         idx = torch.arange(n, device=x.device)
@@ -294,7 +312,7 @@ class DiScoFormer(nn.Module):
             h, k, v = block.context(h, key_index, update=i < len(self.blocks) - 1)
             keys.append(k.contiguous())  # not views into qkv: the queries' attention reads them
             values.append(v.contiguous())  # ~2x faster, and the unused q part is freed
-        return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise, summary)
+        return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise, summary, weights)
 
     def _key_subset(self, n: int, device: torch.device) -> Tensor | None:
         """The fixed random subset of at most context_keys context points (None: all n of them)."""
@@ -304,31 +322,94 @@ class DiScoFormer(nn.Module):
         return torch.randperm(n, generator=gen)[: self.config.context_keys].to(device)
 
     @torch.no_grad()
-    def context_summary(self, x: Tensor, mixtures: tuple[Mixture, ...]) -> Tensor:
-        """Per density estimate (each KDE, then each mixture), its estimated held-out log-likelihood gain
-        over the Gaussian fit on the context x (B, n, d), per dimension (B, F + M), clamped to +-20: what
-        tells the gates, context by context, which estimate describes these data (e.g. a mixture with
-        diagonal components on data that have them, where the KDE is hopeless in high d).
+    def held_out_log_densities(self, x: Tensor, mixtures: tuple[Mixture, ...],
+                               factors: tuple[float, ...] | None = None) -> Tensor:
+        """Each of the context's own density estimates (the Gaussian fit, a KDE at each of `factors` x
+        Scott's bandwidth (default config.kde_factors), each mixture), its estimated held-out log-density
+        at the context points (B, s, 1 + F + M), s = min(n, context_keys) (a fixed random subset, as for
+        the context keys).
 
-        KDE skips: the leave-one-out log-likelihood (unbiased for a KDE of n - 1 points). Mixtures and
-        the Gaussian fit itself (the whitening): in-sample log-likelihood minus the fit's free parameters
-        / n, Akaike's (1974) bias correction. Both are averaged over at most `context_keys` points (a
-        fixed random subset, as for the context keys)."""
+        KDEs: leave-one-out (unbiased for a KDE of n - 1 points). The Gaussian fit (the whitening) and the
+        mixtures: in-sample log-density minus the fit's free parameters / n, Akaike's (1974) bias
+        correction, per point."""
         b, n, d = x.shape
         idx = self._key_subset(n, x.device)
         idx = torch.arange(n, device=x.device) if idx is None else idx
         sub = x[:, idx]
-        gauss = gaussian_fit_log_density(sub)  # (B, s): in sample, the whitening fitted x
-        held_out_gauss = gauss.mean(1) - (d + d * (d + 1) / 2) / n  # (B,)
+        gauss = gaussian_fit_log_density(sub) - (d + d * (d + 1) / 2) / n  # (B, s): the whitening fitted x
         exclude = (idx[:, None] == torch.arange(n, device=x.device)[None]).expand(b, -1, -1)
-        log_kde, _ = kernel_density(sub, x, self._bandwidths(n, d, x), exclude=exclude)  # (B, s, F)
-        gains = [log_kde.mean(1) - held_out_gauss[:, None]]
+        log_kde, _ = kernel_density(sub, x, self._bandwidths(n, d, x, factors), exclude=exclude)  # (B, s, F)
+        columns = [gauss[..., None], log_kde]
         for mix in mixtures:
             if mix.params is None:
-                raise ValueError("context_summary needs the mixtures' parameter counts (fit_mixtures sets them)")
+                raise ValueError("held-out log-densities need the mixtures' parameter counts (fit_mixtures sets them)")
             log_mix, _ = mixture_log_density_and_score(mix, sub)
-            gains.append((log_mix.mean(1) - mix.params.to(x.dtype) / n - held_out_gauss)[:, None])
-        return (torch.cat(gains, -1) / d).clamp(-20.0, 20.0)
+            columns.append((log_mix - mix.params.to(x.dtype)[:, None] / n)[..., None])
+        return torch.cat(columns, -1)
+
+    @torch.no_grad()
+    def context_summary(self, x: Tensor, mixtures: tuple[Mixture, ...], *,
+                        held_out: Tensor | None = None) -> Tensor:
+        """Per density estimate (each KDE, then each mixture), its estimated held-out log-likelihood gain
+        over the Gaussian fit on the context x (B, n, d), per dimension (B, F + M), clamped to +-20: what
+        tells the gates, context by context, which estimate describes these data (e.g. a mixture with
+        diagonal components on data that have them, where the KDE is hopeless in high d). The held-out
+        estimates are those of held_out_log_densities (computed here unless given)."""
+        if held_out is None:
+            held_out = self.held_out_log_densities(x, mixtures)
+        mean = held_out.mean(1)  # (B, 1 + F + M)
+        return ((mean[:, 1:] - mean[:, :1]) / x.shape[-1]).clamp(-20.0, 20.0)
+
+    def component_densities(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The stacked blend's components at whitened queries y (B, m, d): log-densities (B, m, K) and
+        scores (B, m, K, d) of the Gaussian fit, a KDE at each of config.stacked_kde_factors and each
+        mixture (K = num_components), in the order of cache.weights. Components whose weight is zero in
+        every context are not evaluated (log-density -inf, score 0)."""
+        b, n, d = cache.points.shape
+        k_all = self.num_components
+        used = [True] * k_all if cache.weights is None else (cache.weights > 0).any(0).tolist()
+        logs = torch.full((*y.shape[:2], k_all), -math.inf, dtype=y.dtype, device=y.device)
+        scores = torch.zeros((*y.shape[:2], k_all, d), dtype=y.dtype, device=y.device)
+        logs[..., 0], scores[..., 0, :] = gaussian_fit_log_density(y), -y
+        factors = self.config.stacked_kde_factors
+        kde = [j for j in range(len(factors)) if used[1 + j]]
+        if kde:
+            bw = self._bandwidths(n, d, y, tuple(factors[j] for j in kde))
+            cols = [1 + j for j in kde]
+            logs[..., cols], scores[..., cols, :] = kernel_density(y, cache.points, bw, cache.kernel_noise)
+        for k, mix in enumerate(cache.mixtures):
+            if used[1 + len(factors) + k]:
+                logs[..., 1 + len(factors) + k], scores[..., 1 + len(factors) + k, :] = mixture_log_density_and_score(mix, y)
+        return logs, scores
+
+    def sample_stacked(self, cache: ContextCache, num: int, generator: torch.Generator | None = None) -> Tensor:
+        """num i.i.d. whitened points (B, num, d), float64, from each context's stacked density: a
+        component by its weight, then a draw from it (the Gaussian fit N(0, I); a KDE: a context point
+        plus kernel noise, N(0, h^2 I) or the convolved kernel; a mixture: mixture.sample_mixture)."""
+        if cache.weights is None:
+            raise ValueError("sampling the stacked density needs a cache encoded with blend='stacked'")
+        b, n, d = cache.points.shape
+        dev, f64 = cache.points.device, torch.float64
+        gen_dev = generator.device if generator is not None else dev
+        comp = torch.multinomial(cache.weights.to(f64).cpu(), num, replacement=True, generator=generator).to(dev)
+        eps = torch.randn(b, num, d, generator=generator, dtype=f64, device=gen_dev).to(dev)  # (B, num, d)
+        out = torch.where((comp == 0)[..., None], eps, torch.zeros_like(eps))  # the Gaussian fit N(0, I)
+        factors = self.config.stacked_kde_factors
+        centres = cache.points.to(f64)
+        for j, h in enumerate(self._bandwidths(n, d, centres, factors).tolist()):
+            pick = torch.randint(0, n, (b, num), generator=generator, device=gen_dev).to(dev)
+            kernel = h * eps
+            if cache.kernel_noise is not None:  # kernel h^2 U diag(s) U^T + N (kernel_density)
+                evals, evecs, *scale = (t.to(f64) for t in cache.kernel_noise)
+                s = scale[0] if scale else torch.ones_like(evals)
+                kernel = (eps * (h * h * s + evals).sqrt()[:, None]) @ evecs.transpose(-1, -2)
+            draw = torch.gather(centres, 1, pick[..., None].expand(-1, -1, d)) + kernel
+            out = torch.where((comp == 1 + j)[..., None], draw, out)
+        for k, mix in enumerate(cache.mixtures):
+            mask = comp == 1 + len(factors) + k  # (B, num)
+            for i, draw in enumerate(sample_mixture(mix, mask.sum(1), generator)):
+                out[i, mask[i]] = draw.to(f64)
+        return out
 
     def skip_features(self, cache: ContextCache, y: Tensor) -> SkipFeatures:
         """The gated skips at whitened queries y (B, m, d): KDE at each bandwidth, then each mixture."""
@@ -377,8 +458,15 @@ class DiScoFormer(nn.Module):
         return SkipFeatures(scalars, score_kde, bw, base_score, base_log, score_f, log_f, phi)
 
     def query(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d)."""
+        """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d): with
+        config.blend "stacked" the stacked density (stacking.py; its score is the exact gradient of its
+        log-density), with "gated" the per-query gated skips plus the transformer body."""
         d = y.shape[-1]
+        if self.config.blend == "stacked":
+            if cache.weights is None:
+                raise ValueError("this context cache has no stacking weights; encode it with this network")
+            log_p, score = pool_log_density_and_score(cache.weights, *self.component_densities(cache, y))
+            return log_p.to(y.dtype), score.to(y.dtype)
         f = self.skip_features(cache, y)
         phi = torch.maximum(torch.minimum(f.phi, self.gate_feature_hi[d]), self.gate_feature_lo[d])
         gates = self.gate_base[d] + phi @ self.gate_slope[d]  # (B, m, S)

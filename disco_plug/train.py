@@ -53,7 +53,7 @@ class TrainConfig:
     ckpt_every: int = 200
     init: str = ""  # optional weights file to start from
     kde_init: int = 1  # fresh runs start from the least-squares KDE blend (fit_kde_gates)
-    model: str = ""  # optional ModelConfig JSON (default: ModelConfig())
+    model: str = ""  # optional ModelConfig JSON (default: ModelConfig(blend="gated"))
 
 
 # -- tasks -------------------------------------------------------------------------------------------
@@ -398,7 +398,11 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     ckpt = out / "checkpoint.safetensors"
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    net = DiScoFormer(ModelConfig.from_json(cfg.model) if cfg.model else ModelConfig())
+    # Training fits the gated blend's gates and transformer body; the stacked blend has no trained part.
+    net = DiScoFormer(ModelConfig.from_json(cfg.model) if cfg.model else ModelConfig(blend="gated"))
+    if net.config.blend != "gated":
+        raise ValueError(f"training needs a model config with blend 'gated' (got {net.config.blend!r}): "
+                         "the stacked blend has no trained parameters")
     if cfg.init:
         net.load_state_dict(load_weights(cfg.init)[0].state_dict())
     elif cfg.kde_init and not ckpt.exists():

@@ -54,7 +54,7 @@ def load_statistics(path: str) -> tuple[GateStatistics, float]:
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", default="training/init/kde_ls.safetensors")
-parser.add_argument("--model", default='{"mixture_axes": true, "mixture_common_axes": true, "gate_context_features": true, '
+parser.add_argument("--model", default='{"blend": "gated", "mixture_axes": true, "mixture_common_axes": true, "gate_context_features": true, '
                                        '"far_field_skips": true}',
                     help="ModelConfig fields (JSON) that differ from the defaults")
 parser.add_argument("--axis-aligned", type=float, default=0.25, help="TrainConfig.axis_aligned")
