@@ -7,6 +7,7 @@ weights/MANIFEST.json and checked at load, so a corrupted or swapped file is ref
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -65,11 +66,12 @@ def _expected_sha256(path: Path) -> str | None:
     return json.loads(manifest.read_text()).get(path.name)
 
 
-def load_weights(path: str | Path, *, sha256: str | None = None) -> tuple[DiScoFormer, dict[str, Tensor], dict[str, str]]:
+def load_weights(path: str | Path, *, sha256: str | None = None,
+                 overrides: dict[str, object] | None = None) -> tuple[DiScoFormer, dict[str, Tensor], dict[str, str]]:
     """Load a network from safetensors; returns (network, other tensors, metadata).
 
     The file's sha256 is checked against `sha256` if given, else against weights/MANIFEST.json for the
-    shipped files."""
+    shipped files. `overrides` replaces config fields that change no tensor shape (e.g. blend)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
@@ -94,6 +96,11 @@ def load_weights(path: str | Path, *, sha256: str | None = None) -> tuple[DiScoF
         raise ValueError(f"weights file {path} has a model_config that is not valid JSON: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise ValueError(f"weights file {path} has an invalid model_config: {exc}") from exc
+    if overrides:
+        try:
+            config = dataclasses.replace(config, **overrides)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid config override {overrides}: {exc}") from exc
     network = DiScoFormer(config)
     state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
     try:

@@ -56,7 +56,12 @@ class Estimator:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Estimator(DiScoFormer width={c.width} depth={c.depth} heads={c.heads}, "
+        if c.blend == "stacked":
+            parts = ["Gaussian fit", *(f"KDE {f:g}x Scott" for f in c.stacked_kde_factors),
+                     *(f"Gaussian mixture (penalty {p:g})" for p in c.mixture_penalties),
+                     *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties)]
+            return f"Estimator(stacked density of {', '.join(parts)}; d=1..{c.max_dim}; transformer unused)"
+        return (f"Estimator(gated blend + DiScoFormer width={c.width} depth={c.depth} heads={c.heads}, "
                 f"d=1..{c.max_dim}, step={self.metadata.get('step', '?')})")
 
     def _network_on(self, device: torch.device) -> DiScoFormer:
@@ -352,10 +357,14 @@ class FittedEstimator:
         return float(ratio.mean()), float(ratio.std() / math.sqrt(num))
 
 
-def load(path: str | Path | None = None, *, sha256: str | None = None) -> Estimator:
+def load(path: str | Path | None = None, *, sha256: str | None = None, blend: str | None = None) -> Estimator:
     """Load pretrained DiScoFormer weights (the bundled default if `path` is None), offline.
 
     Only safetensors files are read; the shipped file's sha256 is checked against the manifest.
+    blend: "stacked" or "gated" overrides the file's config (ModelConfig.blend), e.g. for an ablation:
+    `load(blend="gated")` is the per-query gated blend the same weights carry.
     """
-    network, _, meta = load_weights(default_weights_path() if path is None else path, sha256=sha256)
+    overrides = None if blend is None else {"blend": blend}
+    network, _, meta = load_weights(default_weights_path() if path is None else path, sha256=sha256,
+                                    overrides=overrides)
     return Estimator(network, metadata=meta)

@@ -489,6 +489,9 @@ def sample_mixture(mix: Mixture, counts: Tensor, generator: torch.Generator | No
     weights = mixture_log_weights(mix).exp()  # (B, K)
     out = []
     for b, num in enumerate(counts.tolist()):
+        if num == 0:
+            out.append(mix.means.new_zeros(0, d))
+            continue
         comp = torch.multinomial(weights[b].cpu(), num, replacement=True, generator=generator).to(device)  # (num,)
         eps = torch.randn(num, d, generator=generator, dtype=dtype, device=gen_device).to(device)
         upper = mix.prec_chol[b, comp]  # (num, d, d)

@@ -51,6 +51,13 @@ _ATTN_CHUNK_ELEMENTS = 1 << 26  # query x key scores per attention call (bounds 
 _SUBSET_SEED = 20251107  # fixed seed of the context-key subset: same data, same estimate
 
 
+def _optimism(params: Tensor, n: int) -> Tensor:
+    """Expected optimism per point of an in-sample log-likelihood with `params` free parameters fitted to
+    n points: AICc's p / (n - p - 1) (Hurvich & Tsai 1989), +inf where n <= p + 1."""
+    room = n - params - 1
+    return torch.where(room > 0, params / room.clamp_min(1e-12), torch.full_like(params, math.inf))
+
+
 class ContextCache(NamedTuple):
     """What `encode` keeps of a context: whitened points and each layer's keys and values."""
 
@@ -336,7 +343,7 @@ class DiScoFormer(nn.Module):
         idx = self._key_subset(n, x.device)
         idx = torch.arange(n, device=x.device) if idx is None else idx
         sub = x[:, idx]
-        gauss = gaussian_fit_log_density(sub) - (d + d * (d + 1) / 2) / n  # (B, s): the whitening fitted x
+        gauss = gaussian_fit_log_density(sub) - _optimism(torch.tensor(d + d * (d + 1) / 2), n)  # (B, s)
         exclude = (idx[:, None] == torch.arange(n, device=x.device)[None]).expand(b, -1, -1)
         log_kde, _ = kernel_density(sub, x, self._bandwidths(n, d, x, factors), exclude=exclude)  # (B, s, F)
         columns = [gauss[..., None], log_kde]
@@ -344,7 +351,7 @@ class DiScoFormer(nn.Module):
             if mix.params is None:
                 raise ValueError("held-out log-densities need the mixtures' parameter counts (fit_mixtures sets them)")
             log_mix, _ = mixture_log_density_and_score(mix, sub)
-            columns.append((log_mix - mix.params.to(x.dtype)[:, None] / n)[..., None])
+            columns.append((log_mix - _optimism(mix.params.to(x.dtype), n)[:, None])[..., None])
         return torch.cat(columns, -1)
 
     @torch.no_grad()

@@ -1,15 +1,18 @@
-"""Closed-form test distributions beyond Gaussian mixtures (the report's out-of-distribution checks):
-product Laplace and multivariate Student-t, each with exact log-density, score and sampler."""
+"""Closed-form test distributions beyond Gaussian mixtures, each with exact log-density, score and sampler:
+the report's out-of-distribution checks (product Laplace, multivariate Student-t) and the shapes MCMC
+meets (a curved banana, Neal's funnel, a bounded Beta product, two separated modes), with their modes'
+log-density (`mode_log_prob`) for the spurious-mode checks of benchmarks/mcmc.py."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Laplace", "StudentT"]
+__all__ = ["Banana", "BetaProduct", "Bimodal", "Funnel", "Laplace", "StudentT"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,133 @@ class StudentT:
         sq = (y * y).sum(-1)
         return const - 0.5 * (nu + d) * torch.log1p(sq / nu), -(nu + d) * y / (nu + sq)[..., None]
 
+    @property
+    def mode_log_prob(self) -> float:
+        return float(self.log_prob_and_score(torch.zeros(1, self.dim, dtype=torch.float64))[0][0])
+
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         chi2 = torch._standard_gamma(torch.full((n,), self.nu / 2, dtype=torch.float64), generator=generator) * 2
         return z / torch.sqrt(chi2 / self.nu)[:, None]
+
+
+def _with_score(log_prob: Callable[[Tensor], Tensor], y: Tensor) -> tuple[Tensor, Tensor]:
+    """log p and its gradient by autograd (float64)."""
+    with torch.enable_grad():
+        y = y.detach().to(torch.float64).requires_grad_(True)
+        lp = log_prob(y)
+        (score,) = torch.autograd.grad(lp.sum(), y)
+    return lp.detach(), score
+
+
+@dataclass(frozen=True)
+class Banana:
+    """Twisted Gaussian (Haario, Saksman & Tamminen 1999): x0 ~ N(0, s0^2), x1 | x0 ~ N(b (x0^2 - s0^2), s1^2)."""
+
+    s0: float = 1.2
+    b: float = 0.35
+    s1: float = 0.5
+    dim: int = 2
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        x0, x1 = y[..., 0], y[..., 1]
+        r = x1 - self.b * (x0 * x0 - self.s0**2)
+        return (-0.5 * (x0 / self.s0) ** 2 - 0.5 * (r / self.s1) ** 2 - math.log(2 * math.pi * self.s0 * self.s1))
+
+    def log_prob_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return _with_score(self.log_prob, y)
+
+    @property
+    def mode_log_prob(self) -> float:
+        return -math.log(2 * math.pi * self.s0 * self.s1)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        e = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        x0 = self.s0 * e[:, 0]
+        return torch.stack([x0, self.b * (x0 * x0 - self.s0**2) + self.s1 * e[:, 1]], -1)
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """Neal's (2003) funnel: v ~ N(0, sv^2), x_i | v ~ N(0, exp(v)) for the other d - 1 coordinates."""
+
+    dim: int = 3
+    sv: float = 1.0
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        v, x = y[..., 0], y[..., 1:]
+        k = self.dim - 1
+        return (-0.5 * (v / self.sv) ** 2 - 0.5 * math.log(2 * math.pi * self.sv**2)
+                - 0.5 * (x * x).sum(-1) * torch.exp(-v) - 0.5 * k * (math.log(2 * math.pi) + v))
+
+    def log_prob_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return _with_score(self.log_prob, y)
+
+    @property
+    def mode_log_prob(self) -> float:
+        v = -(self.dim - 1) * self.sv**2 / 2  # the maximum, at x = 0
+        return float(self.log_prob(torch.tensor([[v] + [0.0] * (self.dim - 1)], dtype=torch.float64))[0])
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        e = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        v = self.sv * e[:, :1]
+        return torch.cat([v, torch.exp(v / 2) * e[:, 1:]], -1)
+
+
+@dataclass(frozen=True)
+class BetaProduct:
+    """Product of d independent Beta(a, b) on the unit cube (a bounded support; log p = -inf outside)."""
+
+    dim: int = 3
+    a: float = 2.0
+    b: float = 5.0
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        inside = ((y > 0) & (y < 1)).all(-1)
+        yc = y.clamp(1e-12, 1 - 1e-12)
+        log_beta = math.lgamma(self.a) + math.lgamma(self.b) - math.lgamma(self.a + self.b)
+        lp = ((self.a - 1) * torch.log(yc) + (self.b - 1) * torch.log1p(-yc) - log_beta).sum(-1)
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+    def log_prob_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return _with_score(self.log_prob, y)
+
+    @property
+    def mode_log_prob(self) -> float:
+        m = (self.a - 1) / (self.a + self.b - 2)
+        return float(self.log_prob(torch.full((1, self.dim), m, dtype=torch.float64))[0])
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        ga = torch._standard_gamma(torch.full((n, self.dim), self.a, dtype=torch.float64), generator=generator)
+        gb = torch._standard_gamma(torch.full((n, self.dim), self.b, dtype=torch.float64), generator=generator)
+        return ga / (ga + gb)
+
+
+@dataclass(frozen=True)
+class Bimodal:
+    """0.5 N(-m e_0, I) + 0.5 N(m e_0, I) in d dimensions: two separated modes."""
+
+    dim: int = 6
+    m: float = 2.5
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        shift = torch.zeros(self.dim, dtype=torch.float64)
+        shift[0] = self.m
+        sq = torch.stack([((y - shift) ** 2).sum(-1), ((y + shift) ** 2).sum(-1)], -1)
+        return torch.logsumexp(-0.5 * sq, -1) - math.log(2.0) - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def log_prob_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return _with_score(self.log_prob, y)
+
+    @property
+    def mode_log_prob(self) -> float:
+        t = torch.linspace(0.0, self.m, 2001, dtype=torch.float64)  # the maxima lie on the axis, at |x0| <= m
+        y = torch.zeros(len(t), self.dim, dtype=torch.float64)
+        y[:, 0] = t
+        return float(self.log_prob(y).max())
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        x = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        sign = torch.randint(0, 2, (n,), generator=generator).to(torch.float64) * 2 - 1
+        x[:, 0] += sign * self.m
+        return x

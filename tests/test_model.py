@@ -8,7 +8,7 @@ import torch
 from disco_plug.config import ModelConfig
 from disco_plug.model import DiScoFormer, kernel_density
 
-SMALL = ModelConfig(width=32, depth=2, heads=4, max_dim=6)
+SMALL = ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6)
 
 
 def _net(seed: int) -> DiScoFormer:
@@ -50,7 +50,7 @@ def test_a_layerless_cache_is_refused_by_a_trained_body():
 
 
 def test_mixture_skips_are_configurable():
-    net = DiScoFormer(ModelConfig(width=32, depth=1, heads=4, max_dim=4, mixture_penalties=(),
+    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, mixture_penalties=(),
                                   t_mixture_penalties=()))
     assert net.num_skips == len(net.config.kde_factors)
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_mixture_axes_and_prior_come_from_the_config():
     for name, extra in (("plain", {}), ("axes", {"mixture_axes": True}), ("prior", {"mixture_prior_scale": 4.0}),
                         ("common", {"mixture_common_axes": True})):
         torch.manual_seed(0)
-        net = DiScoFormer(ModelConfig(width=32, depth=2, heads=4, max_dim=6, **extra))
+        net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6, **extra))
         with torch.no_grad():
             outs[name] = net.skip_features(net.encode(xw, axes=axes, frame=w.raw_frame()), y).log_density
             if name == "plain":
@@ -137,7 +137,7 @@ def test_context_summary_estimates_each_skips_held_out_gain():
     x, fresh = gmm.sample(n, generator=g), gmm.sample(4000, generator=g)
     w = fit_whitening(x)
     xw, fw = w.apply(x).float(), w.apply(fresh).float()
-    net = DiScoFormer(ModelConfig(width=32, depth=1, heads=4, max_dim=d, gate_context_features=True))
+    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=d, gate_context_features=True))
     with torch.no_grad():
         cache = net.encode(xw)
         bw = net._bandwidths(n, d, xw)
@@ -156,8 +156,8 @@ def test_context_summary_estimates_each_skips_held_out_gain():
 def test_context_features_reach_the_gates_and_survive_convolution():
     """With gate_context_features the gate features gain one constant column per skip (the summary),
     a noised encode must be given the clean summary, and the config refuses the flag without mixtures."""
-    net = DiScoFormer(ModelConfig(width=32, depth=1, heads=4, max_dim=4, gate_context_features=True))
-    plain = DiScoFormer(ModelConfig(width=32, depth=1, heads=4, max_dim=4))
+    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, gate_context_features=True))
+    plain = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4))
     assert net.num_gate_features == plain.num_gate_features + net.num_estimates
     x, y = torch.randn(2, 120, 3), torch.randn(2, 9, 3)
     with torch.no_grad():
@@ -181,7 +181,7 @@ def test_far_field_skips_hand_the_far_queries_to_another_mixture():
     first mixture's there, while near the data the far skips add nothing."""
     from disco_plug.mixture import mixture_log_density_and_score
 
-    net = DiScoFormer(ModelConfig(width=32, depth=1, heads=4, max_dim=4, far_field_skips=True))
+    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, far_field_skips=True))
     nf, nm = len(net.config.kde_factors), net.num_mixtures
     assert net.num_skips == nf + 2 * nm - 1
     with torch.no_grad():

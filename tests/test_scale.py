@@ -20,7 +20,7 @@ def _small_network(context_keys: int) -> DiScoFormer:
     """A seeded network with every head switched on (the zero-initialized heads get weights), so that
     each path of the forward pass shows in the output."""
     torch.manual_seed(0)
-    net = DiScoFormer(ModelConfig(width=32, depth=2, heads=4, max_dim=4, context_keys=context_keys))
+    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=4, context_keys=context_keys))
     with torch.no_grad():
         for p in net.parameters():
             if not p.any():

@@ -13,7 +13,7 @@ from disco_plug.model import DiScoFormer
 from disco_plug.train import (TrainConfig, gate_statistics, lr_at, parse_args, relative_errors, sample_task,
                               solve_gates, train, train_step)
 
-TINY = ModelConfig(width=32, depth=1, heads=4, max_dim=8)
+TINY = ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=8)
 
 
 def test_loss_falls_on_a_fixed_task():
