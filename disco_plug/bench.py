@@ -223,8 +223,8 @@ def accuracy_markdown(report: dict[str, Any]) -> str:
 
 
 def run_accuracy(weights: str | None, quick: bool, out_dir: Path, seed: int = 2026,
-                 only: str = "") -> dict[str, Any]:
-    estimator = load(weights)
+                 only: str = "", blend: str | None = None) -> dict[str, Any]:
+    estimator = load(weights, blend=blend)
     path = weights or str(Path(__file__).with_name("weights") / "default.safetensors")
     meta = read_metadata(path)
     stats = json.loads(meta.get("stats", "{}"))
@@ -241,13 +241,14 @@ def run_accuracy(weights: str | None, quick: bool, out_dir: Path, seed: int = 20
               f"  best {r['best_kde/same']['rel_score_mse_pct']:7.2f} | other: ours {r['ours/other']['rel_score_mse_pct']:7.2f}"
               f" best {r['best_kde/other']['rel_score_mse_pct']:7.2f}", flush=True)
     command = ("python -m disco_plug.bench accuracy" + (" --quick" if quick else "")
-               + (f" --weights {weights}" if weights else "") + (f" --rows {only!r}" if only else ""))
+               + (f" --weights {weights}" if weights else "") + (f" --rows {only!r}" if only else "")
+               + (f" --blend {blend}" if blend else ""))
     report = {"command": command, "commit": git_commit(), "weights": path, "weights_sha256": file_sha256(path),
               "training": {"step": meta.get("step"), "cost": cost}, "seed": seed,
               "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
               "wall_seconds": time.time() - t0, "rows": results}
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "accuracy_quick" if quick else "accuracy"
+    stem = ("accuracy_quick" if quick else "accuracy") + (f"_{blend}" if blend else "")
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1))
     (out_dir / f"{stem}.md").write_text(accuracy_markdown(report))
     return report
@@ -260,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a subset of rows, for comparing checkpoints")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     parser.add_argument("--rows", default="", help="comma-separated substrings: run only the matching rows")
+    parser.add_argument("--blend", default=None, choices=["stacked", "gated"],
+                        help="override the weights' blend (results go to accuracy_<blend>.{md,json})")
     args = parser.parse_args(argv)
-    run_accuracy(args.weights, args.quick, Path(args.out), only=args.rows)
+    run_accuracy(args.weights, args.quick, Path(args.out), only=args.rows, blend=args.blend)
 
 
 if __name__ == "__main__":

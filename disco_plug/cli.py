@@ -252,7 +252,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                                    "(optional header line); '-' reads CSV from stdin")
     p.add_argument("--weights", default=None, help="weights file (default: the bundled weights)")
     p.add_argument("--adapt", type=int, default=0, metavar="STEPS",
-                   help="test-time adaptation steps before querying (default 0; 2-8 can help heavy tails)")
+                   help="test-time adaptation steps before querying (default 0). Acts on the gated blend only: "
+                   "the default stacked estimate's score is the exact gradient of its log-density, so there is "
+                   "nothing to adapt and the estimate is unchanged")
     p.add_argument("--seed", type=int, default=0, help="random seed (sampling, adaptation)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
 
@@ -280,12 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("sample", help="new points from the estimated distribution",
-                       description="Fit the bundled estimator on SAMPLES and draw NUM new points with a "
-                       "score-based sampler driven by the estimated noise-conditional score.")
+                       description="Fit the bundled estimator on SAMPLES and draw NUM new points: exact draws "
+                       "from the estimated density (default), or a score-based sampler driven by the estimated "
+                       "noise-conditional score.")
     _common(p)
     p.add_argument("--num", type=int, required=True, help="number of new points")
-    p.add_argument("--method", default="pc", choices=SAMPLING_METHODS,
-                   help="sampler (default pc: reverse VE SDE with a Langevin corrector)")
+    p.add_argument("--method", default="exact", choices=("exact", *SAMPLING_METHODS),
+                   help="sampler (default exact: i.i.d. draws from the estimated density; pc: reverse VE SDE "
+                   "with a Langevin corrector)")
     p.add_argument("--steps", type=int, default=None, help="noise levels or Langevin steps (default per method)")
     p.add_argument("--out", default=None, help="output .csv or .npy file (default: CSV to stdout)")
     p.set_defaults(func=cmd_sample)

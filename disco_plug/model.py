@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .kde import isotropic_kde, scott_factor
-from .mixture import Mixture, fit_mixtures, mixture_log_density_and_score, sample_mixture
+from .mixture import Mixture, fit_mixtures, mixture_log_density_and_score, path_subset, sample_mixture
 from .stacking import pool_log_density_and_score, stacking_weights
 
 __all__ = ["DiScoFormer", "ContextCache", "gaussian_fit_log_density"]
@@ -291,11 +291,7 @@ class DiScoFormer(nn.Module):
         if mixtures is None:
             if kernel_noise is not None:
                 raise ValueError("encode with kernel_noise needs the mixtures, convolved with the same noise")
-            opts = dict(prior=c.mixture_prior_scale * (d + 2), axes=axes if c.mixture_axes else None,
-                        frame=frame if c.mixture_common_axes else None)
-            mixtures = fit_mixtures(x, c.mixture_penalties, **opts) if c.mixture_penalties else ()
-            if c.t_mixture_penalties:
-                mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True, **opts)
+            mixtures = self.fit_context_mixtures(x, axes, frame)
         need_summary = c.gate_context_features and c.blend == "gated" and summary is None
         need_weights = c.blend == "stacked" and weights is None
         if kernel_noise is not None and (need_summary or need_weights):
@@ -304,7 +300,9 @@ class DiScoFormer(nn.Module):
         if need_summary:
             summary = self.context_summary(x, mixtures)
         if need_weights:
-            weights = stacking_weights(self.held_out_log_densities(x, mixtures, c.stacked_kde_factors))
+            held_out = (self.cross_validated_log_densities(x, axes, frame) if c.stacking_folds == 2 else
+                        self.held_out_log_densities(x, mixtures, c.stacked_kde_factors))
+            weights = stacking_weights(held_out)
         if c.blend == "stacked" or not layers or self._body_is_inert():
             return ContextCache(x, (), (), mixtures, kernel_noise, summary, weights)
         key_index = self._key_subset(n, x.device)
@@ -321,6 +319,47 @@ class DiScoFormer(nn.Module):
             values.append(v.contiguous())  # ~2x faster, and the unused q part is freed
         return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise, summary, weights)
 
+    def fit_context_mixtures(self, x: Tensor, axes: Tensor | None = None,
+                             frame: Tensor | None = None) -> tuple[Mixture, ...]:
+        """The EM mixtures of whitened contexts x (B, n, d): config.mixture_penalties, then
+        config.t_mixture_penalties (see encode for axes and frame)."""
+        c, d = self.config, x.shape[-1]
+        opts = dict(prior=c.mixture_prior_scale * (d + 2), axes=axes if c.mixture_axes else None,
+                    frame=frame if c.mixture_common_axes else None)
+        mixtures = fit_mixtures(x, c.mixture_penalties, **opts) if c.mixture_penalties else ()
+        if c.t_mixture_penalties:
+            mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True, **opts)
+        return mixtures
+
+    @torch.no_grad()
+    def cross_validated_log_densities(self, x: Tensor, axes: Tensor | None = None,
+                                      frame: Tensor | None = None) -> Tensor:
+        """Two-fold cross-validated log-densities (B, 2 h, K) of the stacked blend's components at the
+        context points, h = n // 2: the context is split in two halves of h points (by a hash of the
+        points, so the split does not depend on their order), every component is fitted on each half
+        (the Gaussian fit, the KDEs with the bandwidth rule at h points, the mixtures) and evaluated on
+        the other half. The halves are fitted as one batch."""
+        b, n, d = x.shape
+        h = n // 2
+        first = torch.zeros(b, n, dtype=torch.bool, device=x.device)
+        first.scatter_(1, path_subset(x, h), True)
+        order = torch.argsort((~first).to(torch.int8), dim=1, stable=True)  # fold A's points first
+        xs = torch.gather(x, 1, order[..., None].expand(-1, -1, d))
+        folds = torch.cat([xs[:, :h], xs[:, h:2 * h]])  # (2B, h, d): fold A of every context, then fold B
+        other = torch.cat([xs[:, h:2 * h], xs[:, :h]])  # what each fold's fit is evaluated on
+        twice = (lambda t: None if t is None else torch.cat([t, t]))
+        mixtures = self.fit_context_mixtures(folds, twice(axes), twice(frame))
+        mean = folds.mean(1, keepdim=True)
+        centred = folds - mean
+        cov = centred.transpose(-1, -2) @ centred / h + 1e-9 * torch.eye(d, dtype=x.dtype, device=x.device)
+        gauss = torch.distributions.MultivariateNormal(mean[:, 0], covariance_matrix=cov).log_prob(other.transpose(0, 1)).T
+        columns = [gauss[..., None]]
+        log_kde, _ = kernel_density(other, folds, self._bandwidths(h, d, x, self.config.stacked_kde_factors))
+        columns.append(log_kde)
+        columns += [mixture_log_density_and_score(mix, other)[0][..., None].to(x.dtype) for mix in mixtures]
+        held_out = torch.cat(columns, -1)  # (2B, h, K)
+        return torch.cat([held_out[:b], held_out[b:]], 1)  # (B, 2 h, K)
+
     def _key_subset(self, n: int, device: torch.device) -> Tensor | None:
         """The fixed random subset of at most context_keys context points (None: all n of them)."""
         if n <= self.config.context_keys:
@@ -330,20 +369,24 @@ class DiScoFormer(nn.Module):
 
     @torch.no_grad()
     def held_out_log_densities(self, x: Tensor, mixtures: tuple[Mixture, ...],
-                               factors: tuple[float, ...] | None = None) -> Tensor:
+                               factors: tuple[float, ...] | None = None, *, small_sample: bool = True) -> Tensor:
         """Each of the context's own density estimates (the Gaussian fit, a KDE at each of `factors` x
         Scott's bandwidth (default config.kde_factors), each mixture), its estimated held-out log-density
         at the context points (B, s, 1 + F + M), s = min(n, context_keys) (a fixed random subset, as for
         the context keys).
 
         KDEs: leave-one-out (unbiased for a KDE of n - 1 points). The Gaussian fit (the whitening) and the
-        mixtures: in-sample log-density minus the fit's free parameters / n, Akaike's (1974) bias
-        correction, per point."""
+        mixtures: in-sample log-density minus the expected optimism per point of a fit with p free
+        parameters, p / (n - p - 1) (AICc, Hurvich & Tsai 1989; +inf where n <= p + 1), or with
+        small_sample=False Akaike's (1974) p / n, which the gated blend's context features were fitted with.
+        AIC's correction is too small at small n / p: with it the looser-penalty mixture took 0.59 of the
+        stacking weight at d = 10, n = 256 (score error 16.4 % against 14.8 % with AICc)."""
         b, n, d = x.shape
         idx = self._key_subset(n, x.device)
         idx = torch.arange(n, device=x.device) if idx is None else idx
         sub = x[:, idx]
-        gauss = gaussian_fit_log_density(sub) - _optimism(torch.tensor(d + d * (d + 1) / 2), n)  # (B, s)
+        optimism = _optimism if small_sample else (lambda p, n_: p / n_)
+        gauss = gaussian_fit_log_density(sub) - optimism(torch.tensor(d + d * (d + 1) / 2, dtype=x.dtype), n)  # (B, s)
         exclude = (idx[:, None] == torch.arange(n, device=x.device)[None]).expand(b, -1, -1)
         log_kde, _ = kernel_density(sub, x, self._bandwidths(n, d, x, factors), exclude=exclude)  # (B, s, F)
         columns = [gauss[..., None], log_kde]
@@ -351,7 +394,7 @@ class DiScoFormer(nn.Module):
             if mix.params is None:
                 raise ValueError("held-out log-densities need the mixtures' parameter counts (fit_mixtures sets them)")
             log_mix, _ = mixture_log_density_and_score(mix, sub)
-            columns.append((log_mix - _optimism(mix.params.to(x.dtype), n)[:, None])[..., None])
+            columns.append((log_mix - optimism(mix.params.to(x.dtype), n)[:, None])[..., None])
         return torch.cat(columns, -1)
 
     @torch.no_grad()
@@ -363,7 +406,7 @@ class DiScoFormer(nn.Module):
         diagonal components on data that have them, where the KDE is hopeless in high d). The held-out
         estimates are those of held_out_log_densities (computed here unless given)."""
         if held_out is None:
-            held_out = self.held_out_log_densities(x, mixtures)
+            held_out = self.held_out_log_densities(x, mixtures, small_sample=False)
         mean = held_out.mean(1)  # (B, 1 + F + M)
         return ((mean[:, 1:] - mean[:, :1]) / x.shape[-1]).clamp(-20.0, 20.0)
 

@@ -128,7 +128,18 @@ def results_block(results: Path) -> str:
     return "\n".join(f"- [`benchmarks/results/{p.name}`](benchmarks/results/{p.name})" for p in files)
 
 
-BLOCKS = {"accuracy": accuracy_block, "speed": speed_block, "results": results_block}
+def mcmc_block(results: Path) -> str:
+    """The table of mcmc.md (benchmarks/mcmc.py), with the lines that say how it was made."""
+    for stem in ("mcmc", "mcmc_quick"):
+        path = results / f"{stem}.md"
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            body = [line for line in lines if line and not line.startswith("#")]
+            return "\n".join([f"From [`benchmarks/results/{stem}.md`](benchmarks/results/{stem}.md):", "", *body])
+    return _NO_RESULTS
+
+
+BLOCKS = {"accuracy": accuracy_block, "speed": speed_block, "mcmc": mcmc_block, "results": results_block}
 
 
 def render(readme: str, results: Path) -> str:
