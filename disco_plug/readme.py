@@ -46,7 +46,7 @@ def _provenance(report: dict[str, Any], stem: str) -> str:
 
 
 def accuracy_block(results: Path) -> str:
-    """Relative score MSE (%) and log-density MSE per benchmark row: DiScoFormer, Scott KDE, oracle KDE."""
+    """Relative score MSE (%) and log-density MSE per benchmark row: disco_plug (the bundled estimate), Scott KDE, oracle KDE."""
     report, stem = _load_accuracy(results)
     if report is None:
         return _NO_RESULTS
@@ -54,8 +54,8 @@ def accuracy_block(results: Path) -> str:
              "Relative score MSE in % (100 = predicting a zero score; lower is better) and log-density MSE, at "
              "query points drawn from the same distribution as the samples. *Oracle KDE* picks, per task, the "
              "bandwidth on a grid that minimizes the error against the true values: a bound no real KDE reaches.",
-             "", "| data set | DiScoFormer | Scott KDE | oracle KDE | report (DiScoFormer) | log-density MSE: "
-             "DiScoFormer / oracle KDE |", "|---|---|---|---|---|---|"]
+             "", "| data set | disco_plug | Scott KDE | oracle KDE | report (DiScoFormer) | log-density MSE: "
+             "disco_plug / oracle KDE |", "|---|---|---|---|---|---|"]
     for r in report["rows"]:
         ours, scott, best = (r[f"{m}/same"] for m in ("ours", "scott", "best_kde"))
         goal = r["row"].get("goal")
@@ -76,7 +76,7 @@ def _against_best_kde(rows: list[dict[str, Any]]) -> str:
         significant += [f"{r['row']['name']} ({c})" for c in s]
     cells = len(rows) * len(COLUMNS)
     text = (f"Against the oracle KDE, paired by task, in all four columns of the results file (score and "
-            f"log-density, at same-distribution and at tail queries): DiScoFormer has the lower error in "
+            f"log-density, at same-distribution and at tail queries): disco_plug has the lower error in "
             f"{cells - len(worse)} of {cells} cells")
     if not worse:
         return text + "."
@@ -105,7 +105,7 @@ def speed_block(results: Path) -> str:
     if report is not None:
         parts += [f"Wall time per task (fit on n samples, then 2 x {report['rows'][0]['row']['queries']} queries), "
                   f"from [`{stem}.md`](benchmarks/results/{stem}.md), {report.get('machine', '')}:", "",
-                  "| data set | DiScoFormer (ms) | Scott KDE (ms) |", "|---|---|---|"]
+                  "| data set | disco_plug (ms) | Scott KDE (ms) |", "|---|---|---|"]
         for r in report["rows"]:
             tasks = r["row"]["tasks"]
             parts.append(f"| {r['row']['name']} | {_fmt(1000 * r['seconds_ours'] / tasks)} "

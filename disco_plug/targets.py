@@ -43,9 +43,12 @@ class StudentT:
         sq = (y * y).sum(-1)
         return const - 0.5 * (nu + d) * torch.log1p(sq / nu), -(nu + d) * y / (nu + sq)[..., None]
 
+    def log_prob(self, y: Tensor) -> Tensor:
+        return self.log_prob_and_score(y)[0]
+
     @property
     def mode_log_prob(self) -> float:
-        return float(self.log_prob_and_score(torch.zeros(1, self.dim, dtype=torch.float64))[0][0])
+        return float(self.log_prob(torch.zeros(1, self.dim, dtype=torch.float64))[0])
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)

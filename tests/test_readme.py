@@ -43,7 +43,7 @@ def test_blocks_come_from_the_result_files(results):
     assert "| GMM d=10 n=256 | 7.00 | 65.00 | 60.00 |  | 0.70 / 6.00 |" in text
     assert "training step 777" in text and "`abc123def4`" in text
     # Paired against the oracle KDE: every cell of d=2 is lower (12.5 < 30.25); d=10's 7.0 < 60.0 too.
-    assert "DiScoFormer has the lower error in 8 of 8 cells." in text
+    assert "disco_plug has the lower error in 8 of 8 cells." in text
     assert "| GMM d=2 n=256 | 100.00 | 5.00 |" in text  # 0.4 s and 0.02 s over 4 tasks, in ms
     assert "| cached | 3.5 |" in text and "| a |" not in text  # speed sections only
     assert "[`benchmarks/results/samplers.md`](benchmarks/results/samplers.md)" in text
