@@ -145,15 +145,15 @@ class FittedEstimator:
 
     def _convolved_cache(self) -> ContextCache:
         """The clean fit's cache moved to this fit's whitened frame, every kernel convolved with the
-        noise: in that frame the noise sigma^2 I is N = sigma^2 A^2 (A this whitening's matrix), and a
+        noise: in that frame the noise sigma^2 I is N = sigma^2 A^T A (A this whitening's matrix), and a
         clean KDE kernel h^2 I (h: the clean fit's bandwidth, in its whitened units) is h^2 T^T T, T the
         map between the two frames. Both share the eigenvectors of the samples' covariance C:
         N = sigma^2 (C + sigma^2)^-1 and T^T T = C (C + sigma^2)^-1, so as sigma grows the KDE kernels
         become the noise alone (a KDE of p * N(0, sigma^2 I) is exact in that limit) instead of keeping
         a bandwidth of the noised frame's own size, which over-smoothed p_sigma by a factor 1 + h^2."""
         clean = self._clean
-        a0, a = clean.whitening.matrix, self.whitening.matrix  # (1, d, d), symmetric
-        noise_cov = self.noise_std**2 * (a @ a)
+        a0, a = clean.whitening.matrix, self.whitening.matrix  # (1, d, d): y = (x - mean) @ a
+        noise_cov = self.noise_std**2 * (a.transpose(-1, -2) @ a)
         noise_cov = 0.5 * (noise_cov + noise_cov.transpose(-1, -2))
         to_frame = torch.linalg.solve(a0, a)  # clean whitened frame -> this one
         mixtures = tuple(convolve_mixture(m, to_frame, noise_cov) for m in clean.cache.mixtures)

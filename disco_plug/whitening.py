@@ -1,9 +1,12 @@
 """Affine whitening of a context set (DiScoFormer report, arXiv 2511.05924, "affine equivariance").
 
-Center on the context mean and multiply by A = (Cov + eps I)^(-1/2); the network runs on whitened
-points, then log p = log p_w + log|det A| and score = score_w A (A is symmetric). Translation and
-scaling of the data become exact symmetries; eps is relative to the covariance scale so that scaling
-stays exact.
+Center on the context mean and multiply by A = S^-1 (R + eps I)^(-1/2), with S the diagonal of the
+columns' standard deviations and R their correlation matrix: whitened points y = (x - mean) A have
+covariance I up to the ridge. Estimates run on whitened points, then log p = log p_w + log|det A| and
+score = score_w A^T. Translation and scaling of the data become exact symmetries, per column too up to a
+rotation of the whitened frame: the ridge is relative to each column's variance, and every check and
+factorization works on the correlation matrix, so columns recorded in units 1e12 apart are whitened as
+accurately as standardized ones (factorizing the raw covariance of such columns loses the small ones).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ _DEGENERATE_RATIO = 1e-10
 
 class Whitening(NamedTuple):
     mean: Tensor  # (B, d)
-    matrix: Tensor  # (B, d, d) symmetric A
+    matrix: Tensor  # (B, d, d) A (not symmetric unless the columns share one scale)
     log_det: Tensor  # (B,) log|det A|
 
     def apply(self, x: Tensor) -> Tensor:
@@ -36,12 +39,12 @@ class Whitening(NamedTuple):
         return inv / sd[:, None, :]
 
     def raw_frame(self) -> Tensor:
-        """(B, d, d) matrix taking whitened points y to the data's own coordinates up to one scale,
-        z = y @ raw_frame = (x - mean) / s with s^2 the mean variance of the features: the frame in which
-        a rotation of the data is a rotation of z (where mixture.fit_mixtures fits common principal axes)."""
-        inv = torch.linalg.inv(self.matrix)  # y @ inv = x - mean
-        scale = inv.square().sum((-2, -1)).div(inv.shape[-1]).sqrt()  # (B,): s^2 = trace(A^-2) / d
-        return inv / scale[:, None, None]
+        """(B, d, d) matrix taking whitened points y to the data's own standardized coordinates,
+        z = y @ raw_frame with z_j = (x_j - mean_j) / sd_j (mixture.fit_mixtures fits common principal axes
+        there). The same matrix as data_axes: standardizing first makes the common-axes family free of
+        each column's units (in raw coordinates, columns 1e12 apart in scale made its covariances lose
+        positive definiteness), at the price of exact rotation equivariance when columns differ in scale."""
+        return self.data_axes()
 
     def score_back(self, score_w: Tensor) -> Tensor:
         """Map a whitened-space score (B, m, d) back to data space: s = s_w A^T."""
@@ -52,18 +55,33 @@ def fit_whitening(x: Tensor, eps: float = 1e-6, *, noise_var: float = 0.0) -> Wh
     """Whitening of contexts x (B, n, d), computed in float64 and returned in float64.
 
     noise_var: whiten for the distribution of x + sigma * N(0, I) instead, sigma^2 = noise_var (its
-    covariance is the samples' plus noise_var * I; the mean is unchanged)."""
+    covariance is the samples' plus noise_var * I; the mean is unchanged).
+
+    Raises ValueError when the correlation matrix is singular (its smallest eigenvalue below 1e-10 of its
+    largest: columns that are linearly dependent), naming the columns involved."""
     x64 = x.to(torch.float64)
     b, n, d = x64.shape
     mean = x64.mean(1)
-    xc = x64 - mean[:, None]
-    cov = xc.transpose(-1, -2) @ xc / n  # (B, d, d)
+    sd = (x64 - mean[:, None]).std(1, correction=0)  # (B, d)
+    if not bool((sd > 0).all()):
+        raise ValueError("the samples are degenerate: a column is constant, so they cannot be whitened")
+    z = (x64 - mean[:, None]) / sd[:, None]  # standardized: every factorization below is scale-free
+    cov = z.transpose(-1, -2) @ z / n  # (B, d, d) the correlation matrix
     evals, evecs = torch.linalg.eigh(cov)
-    top = evals[:, -1:].clamp_min(torch.finfo(torch.float64).tiny)
-    if not bool((evals[:, :1] > _DEGENERATE_RATIO * top).all()):
+    if not bool((evals[:, :1] > _DEGENERATE_RATIO * evals[:, -1:]).all()):
+        bad = int((evals[:, 0] <= _DEGENERATE_RATIO * evals[:, -1]).nonzero()[0])
+        loading = evecs[bad, :, 0].abs()
+        cols = (loading > 0.1 * loading.max()).nonzero().flatten().tolist()
         raise ValueError(
-            "the samples are degenerate: their covariance is singular (a constant column, duplicated "
-            "points, or points on a lower-dimensional subspace), so they cannot be whitened")
-    evals = evals + eps * evals.mean(-1, keepdim=True) + noise_var
-    matrix = (evecs * evals.rsqrt()[:, None]) @ evecs.transpose(-1, -2)
-    return Whitening(mean, matrix, -0.5 * torch.log(evals).sum(-1))
+            f"the samples are degenerate: columns {cols} are linearly dependent (their correlation matrix "
+            f"is singular: smallest eigenvalue {float(evals[bad, 0]):.2e}), so they cannot be whitened; "
+            "drop one of them")
+    if noise_var:  # the covariance of x + noise, sd^2 R + noise_var I, in the same standardized form
+        full = cov * sd[:, :, None] * sd[:, None, :] + noise_var * torch.eye(d, dtype=x64.dtype, device=x64.device)
+        sd = torch.diagonal(full, dim1=-2, dim2=-1).sqrt()
+        cov = full / (sd[:, :, None] * sd[:, None, :])
+        evals, evecs = torch.linalg.eigh(cov)
+    evals = evals + eps  # ridge relative to each column's variance (the correlation matrix has mean eigenvalue 1)
+    root = (evecs * evals.rsqrt()[:, None]) @ evecs.transpose(-1, -2)  # (R + eps I)^(-1/2), symmetric
+    matrix = root / sd[:, :, None]  # S^-1 (R + eps I)^(-1/2)
+    return Whitening(mean, matrix, -0.5 * torch.log(evals).sum(-1) - torch.log(sd).sum(-1))

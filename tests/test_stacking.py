@@ -150,7 +150,7 @@ def test_convolved_stacked_density_is_the_mixture_of_convolved_components():
     w = fitted.cache.weights[0]
     xc = x - x.mean(0)
     cov = xc.T @ xc / len(x)
-    ridged = cov + 1e-6 * torch.trace(cov) / 2 * torch.eye(2, dtype=torch.float64)
+    ridged = cov + 1e-6 * torch.diag(cov.diagonal())  # the whitening's ridge: relative to each column's variance
     eye = torch.eye(2, dtype=torch.float64)
     for sigma in (0.0, 0.3, 3.0):
         yy = y.clone().requires_grad_(True)
