@@ -137,8 +137,11 @@ class FittedEstimator:
         if self._cache is None:
             with torch.no_grad():
                 if self._clean is None:
-                    self._cache = self.network.encode(self._whitened_context(), axes=self.whitening.data_axes(),
-                                                      frame=self.whitening.raw_frame())
+                    # The common-axes family lives in the raw frame (rotation-equivariant); with columns in
+                    # units more than 1e4 apart that frame is ill-conditioned, and the family is not fitted.
+                    w = self.whitening
+                    frame = w.raw_frame() if w.frame_is_well_scaled() else None
+                    self._cache = self.network.encode(self._whitened_context(), axes=w.data_axes(), frame=frame)
                 else:
                     self._cache = self._convolved_cache()
         return self._cache

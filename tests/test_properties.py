@@ -14,6 +14,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+@pytest.fixture(scope="module")
+def no_common_axes():
+    from disco_plug.checkpoint import default_weights_path, load_weights
+    from disco_plug.estimator import Estimator
+
+    return Estimator(load_weights(default_weights_path(), overrides={"mixture_common_axes": False})[0])
+
+
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -50,28 +58,33 @@ def test_translation_and_positive_scaling_are_exact(estimator, data, log_scale, 
 
 @SETTINGS
 @given(data=data_sets(), seed=st.integers(0, 2**31 - 1))
-def test_per_column_scales_from_1e_minus_6_to_1e6_are_exact(estimator, data, seed):
+def test_per_column_scales_from_1e_minus_6_to_1e6_are_exact(no_common_axes, data, seed):
     """Each column rescaled by its own factor in 1e-6..1e6 and shifted: p_D(y D + b) = p(y) / det D and
-    score_D(y D + b) = score(y) D^-1 (the whitening standardizes the columns before anything else)."""
+    score_D(y D + b) = score(y) D^-1 (the whitening standardizes the columns before anything else).
+    Without the common-axes mixture family, which is fitted in the data's raw frame (rotation-equivariant,
+    and skipped when the columns' scales are more than 1e4 apart: Whitening.frame_is_well_scaled). The
+    shift is in each column's own units: a shift of 1e3 on a column of spread 1e-6 would round the data
+    themselves, and the mixtures' choice of K is discrete in the data."""
     x, y = data
     rng = np.random.default_rng(seed)
     scales = np.exp(rng.uniform(math.log(1e-6), math.log(1e6), size=x.shape[1]))
-    shift = rng.normal(size=x.shape[1]) * 1e3
-    lp, s = estimator.fit(x).log_density_and_score(y)
-    lp2, s2 = estimator.fit(x * scales + shift).log_density_and_score(y * scales + shift)
+    shift = rng.normal(size=x.shape[1]) * 1e3 * scales
+    lp, s = no_common_axes.fit(x).log_density_and_score(y)
+    lp2, s2 = no_common_axes.fit(x * scales + shift).log_density_and_score(y * scales + shift)
     _relative_close(lp2 + np.log(scales).sum(), lp, 1e-6)
     _relative_close(s2 * scales, s, 1e-6)
 
 
 def test_per_column_scales_are_exact_on_a_real_table(estimator):
-    """scikit-learn's wine table (13 columns, standard deviations 0.12 to 315), each column rescaled by
-    a factor in 1e-6..1e6: an earlier whitening factorized the raw covariance and refused it as singular."""
+    """scikit-learn's wine table (13 columns, standard deviations 0.12 to 315), shifted and each column
+    rescaled by a factor in 1e-6..1e6: an earlier whitening factorized the raw covariance and refused it
+    as singular. The shipped estimator (the common-axes family is not chosen on these data)."""
     sklearn = pytest.importorskip("sklearn.datasets")
     x = sklearn.load_wine().data
     rng = np.random.default_rng(0)
     scales = np.exp(rng.uniform(math.log(1e-6), math.log(1e6), size=x.shape[1]))
     lp, s = estimator.fit(x).log_density_and_score(x)
-    lp2, s2 = estimator.fit(x * scales - 7.0).log_density_and_score(x * scales - 7.0)
+    lp2, s2 = estimator.fit((x - 7.0) * scales).log_density_and_score((x - 7.0) * scales)
     _relative_close(lp2 + np.log(scales).sum(), lp, 1e-6)
     _relative_close(s2 * scales, s, 1e-6)
 
