@@ -133,9 +133,9 @@ def mcmc_block(results: Path) -> str:
     for stem in ("mcmc", "mcmc_quick"):
         path = results / f"{stem}.md"
         if path.is_file():
-            lines = path.read_text().splitlines()
-            body = [line for line in lines if line and not line.startswith("#")]
-            return "\n".join([f"From [`benchmarks/results/{stem}.md`](benchmarks/results/{stem}.md):", "", *body])
+            body = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+            text = "\n".join(body).strip()
+            return f"From [`benchmarks/results/{stem}.md`](benchmarks/results/{stem}.md):\n\n{text}"
     return _NO_RESULTS
 
 
