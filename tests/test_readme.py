@@ -60,9 +60,16 @@ def test_losses_to_the_oracle_kde_are_named(results):
             "(log-density other); beyond 2 standard errors in GMM d=10 n=256 (score other).") in text
 
 
+def test_mcmc_block_is_the_results_table(tmp_path):
+    (tmp_path / "mcmc.md").write_text("# MCMC benchmark\n\nCommand: `x`  \nCommit: `abc`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    block = readme.mcmc_block(tmp_path)
+    assert block.startswith("From [`benchmarks/results/mcmc.md`]") and "| 1 | 2 |" in block
+    assert "# MCMC" not in block and "Commit: `abc`" in block
+
+
 def test_missing_results_and_missing_markers(tmp_path):
     text = readme.render(README, tmp_path)
-    assert text.count("No benchmark results yet") == 3
+    assert text.count("No benchmark results yet") == 4  # accuracy, speed, mcmc and the results list
     with pytest.raises(ValueError, match="BEGIN GENERATED: accuracy"):
         readme.render("# no markers\n", tmp_path)
 
