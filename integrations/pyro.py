@@ -99,20 +99,28 @@ def potential_fn(density: Density, site: str = "x") -> PotentialFn:
     return PotentialFn(as_density(density), site)
 
 
+def _samples_exactly(density: object) -> bool:
+    """Whether density is a fitted estimator whose `sample` draws exactly from the estimate (the stacked blend)."""
+    estimator = getattr(density, "estimator", None)
+    return getattr(getattr(estimator, "config", None), "blend", None) == "stacked"
+
+
 class EstimatedDistribution(dist.TorchDistribution):
     """A distribution known through samples, for ``pyro.sample`` as a prior or a likelihood factor.
 
-    ``log_prob`` is the estimator's (unnormalized) log-density head with the score head as its
-    gradient, so NUTS/HMC see the estimated score. ``sample()`` resamples the given samples with
-    replacement (an exact draw from their empirical distribution), which is what Pyro's
-    initialization strategies need. Unlike ``pyro.distributions.Empirical`` it has a usable
-    ``log_prob``, e.g. for a previous posterior used as the next prior.
+    ``log_prob`` is the estimator's log-density with its score as the gradient, so NUTS/HMC see the
+    estimated score (for the default stacked estimate a normalized density whose score is its exact
+    gradient). ``sample()`` draws from the estimate itself where it can (a fitted stacked estimator's
+    exact sampler, or ``density.sample(n)``), else resamples the given samples with replacement;
+    Pyro's initialization strategies and prior-predictive checks call it. Unlike
+    ``pyro.distributions.Empirical`` it has a usable ``log_prob``, e.g. for a previous posterior used
+    as the next prior.
 
     Parameters:
         density: a fitted estimator or any `Density` (or a GaussianMixture).
-        samples: (n, d) points used by ``sample()``. Without them ``sample()`` resamples the
-            density's own context (``density.samples`` of a fitted estimator), else calls
-            ``density.sample(n)`` when the density has one.
+        samples: (n, d) points for ``sample()`` to resample with replacement. Without them
+            ``sample()`` draws exactly from a fitted stacked estimator, resamples the context of a fitted
+            gated one (``density.samples``), or calls ``density.sample(n)`` when the density has one.
 
     Example:
         >>> import torch, pyro
@@ -134,7 +142,7 @@ class EstimatedDistribution(dist.TorchDistribution):
         self.density = as_density(density)
         d = self.density.dim
         context = getattr(self.density, "samples", None)
-        if samples is None and isinstance(context, Tensor):  # a fitted estimator's context
+        if samples is None and isinstance(context, Tensor) and not _samples_exactly(self.density):
             samples = context.to(torch.get_default_dtype())
         if samples is not None:
             samples = torch.as_tensor(samples)
@@ -148,8 +156,8 @@ class EstimatedDistribution(dist.TorchDistribution):
 
     @classmethod
     def from_samples(cls, samples: Tensor, estimator: object | None = None) -> "EstimatedDistribution":
-        """Fit the bundled estimator (or ``estimator``) on samples (n, d), e.g. a previous posterior,
-        and keep them for ``sample()``.
+        """Fit the bundled estimator (or ``estimator``) on samples (n, d), e.g. a previous posterior;
+        ``sample()`` then draws from the fitted estimate (the stacked blend) or resamples the samples.
 
         Example:
             >>> import torch, disco_plug
@@ -164,7 +172,8 @@ class EstimatedDistribution(dist.TorchDistribution):
             estimator = disco_plug.load()
         if not isinstance(samples, Tensor):  # numpy draws: Pyro models run in torch's default dtype
             samples = torch.as_tensor(samples).to(torch.get_default_dtype())
-        return cls(estimator.fit(samples), samples=samples)
+        fitted = estimator.fit(samples)
+        return cls(fitted, samples=None if _samples_exactly(fitted) else samples)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
@@ -178,6 +187,8 @@ class EstimatedDistribution(dist.TorchDistribution):
             if self.samples is not None:
                 index = torch.randint(self.samples.shape[0], (count,), device=self.samples.device)
                 draws = self.samples[index]
+            elif _samples_exactly(self.density):  # numpy or torch, as fitted: Pyro models run in the default dtype
+                draws = torch.as_tensor(self.density.sample(count)).to(torch.get_default_dtype())
             elif callable(getattr(self.density, "sample", None)):
                 draws = self.density.sample(count)
             else:

@@ -9,6 +9,8 @@ import pickle
 import pytest
 import torch
 
+import disco_plug
+
 pyro = pytest.importorskip("pyro")
 from integration_oracle import DENSITY, ESTIMATOR_SLACK, TARGET, assert_moments  # noqa: E402
 from pyro.infer import MCMC, NUTS  # noqa: E402
@@ -123,6 +125,18 @@ def test_sample_resamples_and_follows_shapes():
         assert pyro.sample("z", dist).shape == (6, 2)
 
 
+def test_from_samples_draws_from_the_estimate():
+    """With the stacked estimate, sample() is an exact draw from the estimated density (prior predictive),
+    not a resample of the fitted draws: new points, whose mean is the draws' within 5 standard errors."""
+    draws = torch.randn(400, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 + 1
+    prior = EstimatedDistribution.from_samples(draws)
+    new = prior.sample((4000,))
+    assert new.shape == (4000, 2) and prior.samples is None
+    assert not any(bool((draws == row).all(-1).any()) for row in new[:50])
+    se = 2 * (1 / 4000 + 1 / 400) ** 0.5
+    assert bool(((new.mean(0) - draws.mean(0)).abs() < 5 * se).all())
+
+
 def test_sample_without_a_source_is_an_error():
     with pytest.raises(NotImplementedError, match="cannot be sampled"):
         EstimatedDistribution(SkewedHeads()).sample()
@@ -207,9 +221,15 @@ def test_nuts_on_the_bundled_estimator(fitted):
     assert_moments(mcmc.get_samples(group_by_chain=True)["x"], pyro_ess, slack=ESTIMATOR_SLACK)
 
 
-def test_estimator_distribution_resamples_its_context(fitted):
+def test_estimator_distribution_draws_from_the_estimate_or_resamples_its_context(fitted):
+    """The stacked estimate draws new points exactly; the gated blend, which has no exact sampler,
+    resamples its context."""
     prior = EstimatedDistribution(fitted)
     draws = prior.sample((50,))
     assert draws.dtype == torch.get_default_dtype()
-    assert bool(torch.isin(draws[:, 0].double(), fitted.samples[:, 0]).all())
+    assert not bool(torch.isin(draws[:, 0].double(), fitted.samples[:, 0]).any())
     pickle.loads(pickle.dumps(prior)).log_prob(draws)
+    gated = EstimatedDistribution(disco_plug.load(blend="gated").fit(fitted.samples))
+    draws = gated.sample((50,))
+    assert draws.dtype == torch.get_default_dtype()
+    assert bool(torch.isin(draws[:, 0].double(), fitted.samples[:, 0]).all())
