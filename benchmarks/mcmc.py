@@ -18,7 +18,8 @@ would see it:
   estimate, of a Gaussian KDE with scipy's gaussian_kde kernel (Scott's rule), and of the exact density:
   energy distance of the chains' draws to fresh exact draws, divided by the same distance between two
   fresh exact sets (the floor; 1 is perfect); and the same with MALA (BlackJAX, step tuned to an
-  acceptance near 0.57 on pilot runs). Chains start at random data points.
+  acceptance near 0.57 on pilot runs), and Pyro NUTS on `disco_plug.integrations.pyro.potential_fn` (a
+  few chains, one after another). Chains start at random data points.
 """
 
 from __future__ import annotations
@@ -151,6 +152,24 @@ def run_blackjax(density, starts: np.ndarray, method: str, warmup: int, draws: i
     return np.asarray(positions).transpose(1, 0, 2)  # (C, draws, d)
 
 
+def run_pyro_nuts(density, starts: np.ndarray, warmup: int, draws: int, seed: int) -> np.ndarray:
+    """Chains (C, draws, d) of Pyro NUTS on `disco_plug.integrations.pyro.potential_fn`, one after another
+    (Pyro adapts each chain's step size and diagonal mass matrix in its warm-up)."""
+    import pyro
+    from pyro.infer import MCMC, NUTS
+
+    from disco_plug.integrations.pyro import potential_fn
+
+    chains = []
+    for c, start in enumerate(starts):
+        pyro.set_rng_seed(seed + c)
+        mcmc = MCMC(NUTS(potential_fn=potential_fn(density)), num_samples=draws, warmup_steps=warmup,
+                    initial_params={"x": torch.as_tensor(start, dtype=torch.float64)}, disable_progbar=True)
+        mcmc.run()
+        chains.append(mcmc.get_samples()["x"].numpy())
+    return np.stack(chains)
+
+
 def _scan(kernel, states, steps: int, key):
     import jax
 
@@ -193,10 +212,13 @@ def evaluate(name: str, target, args, seed: int) -> dict:
     result["energy_floor"] = floor
     starts = x[torch.randperm(len(x), generator=g)[: args.chains]].numpy()
     densities = {"ours": fitted, "kde": KDE(x), "exact": Exact(target)}
-    for method in ("nuts", "mala"):
+    for method in ("nuts", "mala", "pyro_nuts"):
         for label, density in densities.items():
             t0 = time.perf_counter()
-            chains = run_blackjax(density, starts, method, args.warmup, args.steps, seed + 2)
+            if method == "pyro_nuts":
+                chains = run_pyro_nuts(density, starts[: args.pyro_chains], args.warmup // 2, args.steps, seed + 3)
+            else:
+                chains = run_blackjax(density, starts, method, args.warmup, args.steps, seed + 2)
             draws = torch.as_tensor(chains.reshape(-1, target.dim))
             draws = draws[torch.randperm(len(draws), generator=g)[: args.draws_eval]]
             ratio = energy_distance(draws, fresh) / floor
@@ -211,18 +233,21 @@ def markdown(report: dict) -> str:
              f"Command: `{report['command']}`  ", f"Commit: `{report['commit']}`  ",
              f"Machine: {report['machine']}; load average {report['load']}; wall time {report['wall_seconds']:.0f} s", "",
              f"n = {report['args']['n']} exact draws per target; {report['args']['chains']} chains of "
-             f"{report['args']['steps']} draws after {report['args']['warmup']} warm-up steps. "
+             f"{report['args']['steps']} draws after {report['args']['warmup']} warm-up steps (BlackJAX; Pyro NUTS: "
+             f"{report['args']['pyro_chains']} chains, {report['args']['warmup'] // 2} warm-up steps). "
              "Targets in the module docstring of benchmarks/mcmc.py.", "",
              "| target | argmax: exact log p - mode (>= -2) | far points | max over (mode - 5) (< 0): ours / Scott KDE "
-             "| normalization (SE) | score vs gradient | NUTS energy ratio ours / KDE / exact | MALA ours / KDE / exact |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| normalization (SE) | score vs gradient | NUTS energy ratio ours / KDE / exact | MALA ours / KDE / exact "
+             "| Pyro NUTS ours / KDE / exact |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in report["targets"]:
         over = (f"{r['far_max_over']:.1f} / {r['kde_far_max_over']:.1f}" if r["far_points"] else "-")
         nuts = " / ".join(f"{r[f'nuts/{k}']['energy_ratio']:.2f}" for k in ("ours", "kde", "exact"))
         mala = " / ".join(f"{r[f'mala/{k}']['energy_ratio']:.2f}" for k in ("ours", "kde", "exact"))
+        pyro_nuts = " / ".join(f"{r[f'pyro_nuts/{k}']['energy_ratio']:.2f}" for k in ("ours", "kde", "exact"))
         lines.append(f"| {r['target']} | {r['argmax_exact_minus_mode']:.2f} | {r['far_points']} | {over} "
                      f"| {r['normalization']:.4f} ({r['normalization_se']:.4f}) | {r['score_gradient_gap']:.1e} "
-                     f"| {nuts} | {mala} |")
+                     f"| {nuts} | {mala} | {pyro_nuts} |")
     return "\n".join(lines) + "\n"
 
 
@@ -234,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     args.chains, args.warmup, args.steps = (8, 100, 100) if args.quick else (16, 400, 300)
+    args.pyro_chains = 2 if args.quick else 4
     args.starts, args.ascent_steps, args.far, args.draws_eval = (32, 150, 4000, 1000) if args.quick else (64, 300, 20000, 2000)
     torch.set_num_threads(2)
     t0 = time.perf_counter()

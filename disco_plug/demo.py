@@ -92,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     fitted = estimator.fit(samples)
     fitted.log_density(samples[:1])  # encode the context once, so the table times queries only
     fit_seconds = time.perf_counter() - t0
-    print(f"DiScoFormer demo: {estimator!r}")
+    print(f"disco_plug demo: {estimator!r}")
     print(f"fitted on n={args.n} samples of a {int(torch.isfinite(gmm.log_weights).sum())}-component 2-D "
           f"Gaussian mixture (seed {args.seed}) in {fit_seconds:.2f} s; errors at {args.queries} fresh "
           f"draws, against the exact density and score:\n")
     rows = error_table(fitted, samples, queries, gmm)
     print(format_table(rows))
     print(f"\n* oracle bandwidth chosen with the true values ({rows[-1]['note']}); 100% = predicting a zero "
-          "score. The log-density head is trained by regression and is not normalized by construction.")
+          "score. The estimate is a stacked mixture of densities: normalized, its score the exact gradient.")
 
     from . import plot
 

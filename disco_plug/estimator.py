@@ -218,7 +218,8 @@ class FittedEstimator:
 
     def log_density(self, queries: Any) -> Any:
         """log p at the queries: (m,) for (m, d) queries, a 0-d value for a single point (d,).
-        The log-density head is trained by regression and is not normalized by construction."""
+        With the stacked blend (the default) a normalized density (`normalization` checks it); with the
+        gated blend a log-density head fitted by regression, not normalized by construction."""
         return self.log_density_and_score(queries)[0]
 
     def score(self, queries: Any) -> Any:

@@ -111,8 +111,9 @@ class NoisedScore:
         return level
 
     def log_density_and_score_fn(self, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
-        """log p_sigma (...) and its score (..., d) at x (..., d), in x's dtype and device. The
-        log-density head is not normalized by construction."""
+        """log p_sigma (...) and its score (..., d) at x (..., d), in x's dtype and device: a normalized
+        density and its exact gradient with the stacked blend (the default), separate heads with the
+        gated one."""
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor of shape (..., d), got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.dim:
