@@ -4,7 +4,7 @@
 
 For each data set the bundled estimator is fitted and `FittedEstimator.normalization` estimates the
 integral of the estimated density by importance sampling (a 3-dof Student-t proposal at twice the samples'
-covariance, mixed half and half with the estimate's own exact sampler above d = 10), with its standard
+covariance, mixed half and half with the estimate's own exact sampler above d = 3), with its standard
 error. Data: random Gaussian mixtures of the accuracy benchmark's family and multivariate Student-t
 (nu = 3) at d = 1..100 and n = 256..131072, and raw real tables bundled with scikit-learn (wine, breast
 cancer, diabetes), columns as a user would pass them.

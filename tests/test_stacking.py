@@ -95,7 +95,7 @@ def test_no_spurious_mode_and_no_overestimate_away_from_the_banana(banana_fit):
 
 @pytest.mark.parametrize("dim,defensive", [(1, None), (3, None), (20, None), (20, 0.0)])
 def test_normalization_is_one(estimator, dim, defensive):
-    """Importance sampling from a Student-t proposal (with the estimate's own sampler mixed in above d = 10
+    """Importance sampling from a Student-t proposal (with the estimate's own sampler mixed in above d = 3
     by default): the integral is 1 within 4 standard errors, and the standard error is below 2 %."""
     x = StudentT(dim, 3.0).sample(1024, generator=torch.Generator().manual_seed(dim))
     fitted = estimator.fit(x)
