@@ -187,8 +187,10 @@ class EstimatedDistribution(dist.TorchDistribution):
             if self.samples is not None:
                 index = torch.randint(self.samples.shape[0], (count,), device=self.samples.device)
                 draws = self.samples[index]
-            elif _samples_exactly(self.density):  # numpy or torch, as fitted: Pyro models run in the default dtype
-                draws = torch.as_tensor(self.density.sample(count)).to(torch.get_default_dtype())
+            elif _samples_exactly(self.density):  # in the fitted samples' type: torch keeps its dtype
+                draws = self.density.sample(count)
+                if not isinstance(draws, Tensor):  # fitted on numpy or JAX: Pyro models run in the default dtype
+                    draws = torch.as_tensor(draws).to(torch.get_default_dtype())
             elif callable(getattr(self.density, "sample", None)):
                 draws = self.density.sample(count)
             else:

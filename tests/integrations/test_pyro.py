@@ -131,7 +131,7 @@ def test_from_samples_draws_from_the_estimate():
     draws = torch.randn(400, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 + 1
     prior = EstimatedDistribution.from_samples(draws)
     new = prior.sample((4000,))
-    assert new.shape == (4000, 2) and prior.samples is None
+    assert new.shape == (4000, 2) and prior.samples is None and new.dtype == draws.dtype  # float64 kept
     assert not any(bool((draws == row).all(-1).any()) for row in new[:50])
     se = 2 * (1 / 4000 + 1 / 400) ** 0.5
     assert bool(((new.mean(0) - draws.mean(0)).abs() < 5 * se).all())
