@@ -42,7 +42,7 @@ def error_table(fitted, samples: torch.Tensor, queries: torch.Tensor, gmm: Gauss
 
     t0 = time.perf_counter()
     lp, s = fitted.log_density_and_score(queries)
-    rows = [row("DiScoFormer (bundled weights)", lp, s, time.perf_counter() - t0)]
+    rows = [row("disco_plug (stacked density)", lp, s, time.perf_counter() - t0)]
     t0 = time.perf_counter()
     lp, s = GaussianKDE(samples, "scott").log_density_and_score(queries)
     rows.append(row("Gaussian KDE, Scott's rule", lp, s, time.perf_counter() - t0))

@@ -26,7 +26,7 @@ def test_error_table_is_zero_for_the_exact_density_and_matches_kde():
     xs = gmm.sample(300, generator=torch.Generator().manual_seed(0))[0]
     samples, queries = xs[:200], xs[200:]
     rows = demo.error_table(_Exact(gmm), samples, queries, gmm)
-    assert [r["method"].split(",")[0] for r in rows] == ["DiScoFormer (bundled weights)", "Gaussian KDE",
+    assert [r["method"].split(",")[0] for r in rows] == ["disco_plug (stacked density)", "Gaussian KDE",
                                                          "Gaussian KDE"]
     assert rows[0]["rel_score_mse_pct"] == 0.0 and rows[0]["logp_mse"] == 0.0
     lp, s = GaussianKDE(samples, "scott").log_density_and_score(queries)
