@@ -45,7 +45,7 @@ def test_make_demo_prints_the_table_and_writes_the_png(tmp_path, capsys):
     png = tmp_path / "out" / "density_score.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert str(png.resolve()) in text
-    lines = [line for line in text.splitlines() if line.startswith(("DiScoFormer (", "Gaussian KDE"))]
+    lines = [line for line in text.splitlines() if line.startswith(("disco_plug (", "Gaussian KDE"))]
     assert len(lines) == 3
     for line in lines:
         score_pct, logp_mse, seconds = (float(v) for v in line.split()[-3:])
