@@ -398,16 +398,13 @@ class DiScoFormer(nn.Module):
         return torch.cat(columns, -1)
 
     @torch.no_grad()
-    def context_summary(self, x: Tensor, mixtures: tuple[Mixture, ...], *,
-                        held_out: Tensor | None = None) -> Tensor:
+    def context_summary(self, x: Tensor, mixtures: tuple[Mixture, ...]) -> Tensor:
         """Per density estimate (each KDE, then each mixture), its estimated held-out log-likelihood gain
         over the Gaussian fit on the context x (B, n, d), per dimension (B, F + M), clamped to +-20: what
         tells the gates, context by context, which estimate describes these data (e.g. a mixture with
         diagonal components on data that have them, where the KDE is hopeless in high d). The held-out
-        estimates are those of held_out_log_densities (computed here unless given)."""
-        if held_out is None:
-            held_out = self.held_out_log_densities(x, mixtures, small_sample=False)
-        mean = held_out.mean(1)  # (B, 1 + F + M)
+        estimates are those of held_out_log_densities with AIC's correction, as the gates were fitted."""
+        mean = self.held_out_log_densities(x, mixtures, small_sample=False).mean(1)  # (B, 1 + F + M)
         return ((mean[:, 1:] - mean[:, :1]) / x.shape[-1]).clamp(-20.0, 20.0)
 
     def component_densities(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -31,11 +31,16 @@ class Whitening(NamedTuple):
         """Whiten points (B, m, d)."""
         return (x - self.mean[:, None]) @ self.matrix
 
+    def _unwhiten(self) -> tuple[Tensor, Tensor]:
+        """A^-1 (B, d, d), with y @ A^-1 = x - mean, and the columns' standard deviations (B, d) it
+        implies (up to the ridge): sd_j^2 = (A^-T A^-1)_jj, the squared norm of column j of A^-1."""
+        inv = torch.linalg.inv(self.matrix)
+        return inv, torch.linalg.vector_norm(inv, dim=-2)
+
     def data_axes(self) -> Tensor:
         """(B, d, d) matrix taking whitened points y to the data's own standardized coordinates,
         z = y @ data_axes with z_j = (x_j - mean_j) / sd_j (what a diagonal-covariance fit uses)."""
-        inv = torch.linalg.inv(self.matrix)  # y @ inv = x - mean
-        sd = torch.linalg.vector_norm(inv, dim=-2)  # (B, d): sd_j^2 = (inv^T inv)_jj = (A^-2)_jj
+        inv, sd = self._unwhiten()
         return inv / sd[:, None, :]
 
     def raw_frame(self) -> Tensor:
@@ -44,8 +49,8 @@ class Whitening(NamedTuple):
         a rotation of the data is a rotation of z (where mixture.fit_mixtures fits common principal axes).
         In this frame columns recorded in very different units differ by those units (see
         frame_is_well_scaled)."""
-        inv = torch.linalg.inv(self.matrix)  # y @ inv = x - mean
-        scale = inv.square().sum((-2, -1)).div(inv.shape[-1]).sqrt()  # (B,): s^2 = trace(A^-2) / d
+        inv, sd = self._unwhiten()
+        scale = sd.square().mean(-1).sqrt()  # (B,): s^2 = trace(A^-T A^-1) / d, the mean variance
         return inv / scale[:, None, None]
 
     def frame_is_well_scaled(self, max_ratio: float = 1e4) -> bool:
@@ -53,7 +58,7 @@ class Whitening(NamedTuple):
         so that raw_frame is well conditioned: beyond it a covariance mapped between the whitened and the
         raw frame loses positive definiteness in float64 (seen at ratios near 1e6 on scikit-learn's wine
         table with rescaled columns)."""
-        sd = torch.linalg.vector_norm(torch.linalg.inv(self.matrix), dim=-2)  # (B, d)
+        _, sd = self._unwhiten()
         return bool((sd.amax(-1) <= max_ratio * sd.amin(-1)).all())
 
     def score_back(self, score_w: Tensor) -> Tensor:
