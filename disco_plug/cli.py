@@ -4,11 +4,12 @@ train.
     disco-plug estimate samples.csv                      # log p and score at the samples, CSV to stdout
     disco-plug estimate samples.npy --queries grid.csv --out result.npy
     disco-plug sample samples.csv --num 500 --method ode --out new.csv
+    disco-plug estimate iris.csv --columns sepal_length,petal_width --dropna   # a table with text columns
     disco-plug bench --quick
     disco-plug train --out runs/main --steps 20000
 
-Mistakes in the input (a missing file, a malformed CSV, a wrong dimension, NaN) end with one line
-`disco-plug: error: ...` and exit status 2, never a traceback.
+Mistakes in the input (a missing file, a malformed CSV, a wrong dimension, text columns, missing
+values) end with one line `disco-plug: error: ...` and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import io
 import os
 import subprocess
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 
 __all__ = ["main", "read_points", "write_table"]
@@ -34,12 +39,66 @@ class UserError(Exception):
 
 
 # -- files ---------------------------------------------------------------------------------------------
-def read_points(path: str, name: str = "samples") -> tuple[np.ndarray, list[str] | None]:
+# Cells that mean "no value", compared case-insensitively: empty, NA, NaN, null, ?.
+MISSING = frozenset({"", "na", "nan", "null", "?"})
+_LISTED = 5  # line numbers listed in a message before "..."
+
+ColumnSpec = str | Sequence[str | int] | None  # "a,c", "0,2" or ["a", 2]
+
+
+@dataclass
+class _Table:
+    """A file as read, before any column is chosen: a CSV's cells as strings (with their line numbers),
+    or a .npy file's values."""
+
+    path: str
+    header: list[str] | None
+    cells: list[list[str]] | np.ndarray  # CSV: one list of strings per row; .npy: (n, d) floats
+    lines: list[int] | None  # CSV: the line number of each row; None for .npy (rows are 0-based indices)
+
+    @property
+    def width(self) -> int:
+        return len(self.header) if self.header is not None else len(self.cells[0])
+
+    def label(self, j: int) -> str:
+        """How messages name column j: its header name, else its 0-based index."""
+        return self.header[j] if self.header is not None and self.header[j] else f"column {j}"
+
+    def handle(self, j: int) -> str:
+        """What --columns would take for column j: the name where it is one, else the index."""
+        names = self.header
+        if names is not None and names[j] and "," not in names[j] and names.count(names[j]) == 1:
+            return names[j]
+        return str(j)
+
+    def where(self, rows: list[int]) -> str:
+        """'lines 4, 9, ...' (CSV) or 'rows 3, 8, ... (0-based)' (.npy) for row indices."""
+        shown = [str(self.lines[i] if self.lines is not None else i) for i in rows[:_LISTED]]
+        more = ", ..." if len(rows) > _LISTED else ""
+        unit = "line" if self.lines is not None else "row"
+        tail = "" if self.lines is not None else " (0-based)"
+        return f"{unit}{'s' if len(rows) > 1 else ''} {', '.join(shown)}{more}{tail}"
+
+
+def read_points(path: str, name: str = "samples", *, columns: ColumnSpec = None,
+                dropna: bool = False) -> tuple[np.ndarray, list[str] | None]:
     """An (n, d) float64 array from a .npy file or a CSV file (comma, semicolon, tab or spaces; an
-    optional header line of column names). Returns the array and the header (None if absent)."""
+    optional header line of column names). Returns the array and the header (None if absent).
+
+    columns: the columns to keep, by header name or 0-based index: "a,c", "0,2" or a list such as
+    ["a", 2]; None keeps all. Only the kept columns must be numeric. Missing values (empty cells, NA,
+    NaN, null, ?; NaN in a .npy array) are refused with their lines, or with ``dropna=True`` the rows
+    holding one in a kept column are dropped and their number reported on stderr. The header returned
+    is that of the kept columns.
+    """
+    table = _load(path, name)
+    return _points(table, _resolve_columns(table, columns), name, dropna)
+
+
+def _load(path: str, name: str) -> _Table:
     p = Path(path)
     if path == "-":
-        return _parse_csv(sys.stdin.read(), "<stdin>", name)
+        return _parse_csv(sys.stdin.read(), "<stdin>")
     if not p.exists():
         raise UserError(f"{name} file not found: {path}")
     if p.is_dir():
@@ -56,12 +115,14 @@ def read_points(path: str, name: str = "samples") -> tuple[np.ndarray, list[str]
                             "(for 1-D data, shape (n, 1))")
         if arr.ndim != 2:
             raise UserError(f"{path} holds a {arr.ndim}-D array of shape {arr.shape}; expected (n, d)")
-        return arr.astype(np.float64), None
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise UserError(f"{path} holds an empty array of shape {arr.shape}")
+        return _Table(path, None, arr.astype(np.float64), None)
     try:
         text = p.read_text()
     except UnicodeDecodeError:
         raise UserError(f"{path} is not a text CSV file (use .csv or .npy)") from None
-    return _parse_csv(text, path, name)
+    return _parse_csv(text, path)
 
 
 def _split(line: str) -> list[str]:
@@ -71,34 +132,122 @@ def _split(line: str) -> list[str]:
     return line.split()
 
 
-def _parse_csv(text: str, path: str, name: str) -> tuple[np.ndarray, list[str] | None]:
-    rows: list[list[float]] = []
-    header = None
-    width = None
+def _kind(cell: str) -> str:
+    """'missing', 'number' or 'text'."""
+    if cell.strip().lower() in MISSING:
+        return "missing"
+    try:
+        float(cell)
+    except ValueError:
+        return "text"
+    return "number"
+
+
+def _has_header(rows: list[list[str]]) -> bool:
+    """The first line names the columns if it has text cells and either no numbers or, under at least
+    one of its text cells, a number or a missing value on the next line (a text column has text there)."""
+    kinds = [_kind(c) for c in rows[0]]
+    text = [j for j, k in enumerate(kinds) if k == "text"]
+    if not text:
+        return False
+    if "number" not in kinds or len(rows) == 1:
+        return True
+    return any(j < len(rows[1]) and _kind(rows[1][j]) != "text" for j in text)
+
+
+def _parse_csv(text: str, path: str) -> _Table:
+    rows: list[list[str]] = []
+    lines: list[int] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        cells = _split(line)
-        values = []
-        for col, cell in enumerate(cells, 1):
-            try:
-                values.append(float(cell))
-            except ValueError:
-                if not rows and header is None and width is None:
-                    values = None  # a header line
-                    break
-                raise UserError(f"{path}, line {lineno}, column {col}: {cell!r} is not a number") from None
-        if values is None:
-            header, width = cells, len(cells)
-            continue
-        if width is None:
-            width = len(values)
-        elif len(values) != width:
-            raise UserError(f"{path}, line {lineno}: {len(values)} columns, but the first row has {width}")
-        rows.append(values)
+        rows.append(_split(line))
+        lines.append(lineno)
+    header = None
+    if rows and _has_header(rows):
+        header = rows.pop(0)
+        lines.pop(0)
     if not rows:
         raise UserError(f"{path} holds no data rows")
-    return np.asarray(rows, dtype=np.float64), header
+    width = len(header) if header is not None else len(rows[0])
+    for cells, lineno in zip(rows, lines):
+        if len(cells) != width:
+            raise UserError(f"{path}, line {lineno}: {len(cells)} columns, but the first row has {width}")
+    return _Table(path, header, rows, lines)
+
+
+def _resolve_columns(table: _Table, columns: ColumnSpec) -> list[int]:
+    """0-based indices of the chosen columns (all of them for None)."""
+    if columns is None:
+        return list(range(table.width))
+    items = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
+    chosen, unknown = [], []
+    for item in items:
+        if isinstance(item, str) and table.header is not None and item in table.header:
+            chosen.append(table.header.index(item))
+        elif isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.isdigit()):
+            if 0 <= int(item) < table.width:
+                chosen.append(int(item))
+            else:
+                unknown.append(str(item))
+        else:
+            unknown.append(repr(item) if isinstance(item, str) else str(item))
+    if not items or unknown:
+        if table.header is not None:
+            available = f"its columns are {', '.join(table.header)} (indices 0-{table.width - 1})"
+        else:
+            kind = "a .npy array" if table.lines is None else "no header line"
+            available = f"it has {kind} and {table.width} columns: choose 0-based indices 0-{table.width - 1}"
+        what = f"no column {', '.join(unknown)}" if unknown else "no columns chosen"
+        raise UserError(f"--columns: {table.path} has {what}; {available}")
+    twice = sorted({j for j in chosen if chosen.count(j) > 1})
+    if twice:
+        raise UserError(f"--columns chooses {', '.join(table.label(j) for j in twice)} more than once")
+    return chosen
+
+
+def _points(table: _Table, chosen: list[int], name: str, dropna: bool) -> tuple[np.ndarray, list[str] | None]:
+    """The chosen columns as floats, after the checks for text and missing values."""
+    header = None if table.header is None else [table.header[j] for j in chosen]
+    if table.lines is None:  # .npy: numbers already; NaN is the missing value
+        values = table.cells[:, chosen]  # (n, k)
+    else:
+        values = np.empty((len(table.cells), len(chosen)))  # (n, k)
+        first_text: dict[int, tuple[str, int]] = {}  # column -> (its first text cell, row)
+        for i, row in enumerate(table.cells):
+            for k, j in enumerate(chosen):
+                try:
+                    values[i, k] = float(row[j])  # 'nan' and 'NaN' parse, as missing values
+                except ValueError:
+                    values[i, k] = np.nan
+                    if row[j].strip().lower() not in MISSING and j not in first_text:
+                        first_text[j] = (row[j], i)
+        if first_text:
+            raise UserError(_text_message(table, chosen, first_text))
+    missing = np.isnan(values).any(1)  # (n,)
+    rows = np.flatnonzero(missing).tolist()
+    if rows and not dropna:
+        raise UserError(f"{table.path}: missing values (empty, NA, NaN, null or ?) in {len(rows)} "
+                        f"row{'s' if len(rows) > 1 else ''}, {table.where(rows)}; pass --dropna to drop "
+                        f"{'those rows' if len(rows) > 1 else 'that row'}")
+    if rows:
+        print(f"{PROG}: dropped {len(rows)} of {len(values)} {name} rows with missing values "
+              f"({table.where(rows)})", file=sys.stderr)
+        values = values[~missing]
+        if len(values) == 0:
+            raise UserError(f"{table.path} holds no data rows without missing values")
+    return values, header
+
+
+def _text_message(table: _Table, chosen: list[int], first_text: dict[int, tuple[str, int]]) -> str:
+    """One message naming every chosen column that holds text, with its first text cell and line."""
+    bad = sorted(first_text, key=chosen.index)
+    listed = "; ".join(f"{table.label(j)} ({first_text[j][0]!r} on line {table.lines[first_text[j][1]]})"
+                       for j in bad)
+    numeric = [j for j in range(table.width) if all(_kind(row[j]) != "text" for row in table.cells)]
+    hint = (f"choose numeric columns with --columns, e.g. --columns {','.join(table.handle(j) for j in numeric)}"
+            if numeric else "no column of the file is all numbers")
+    return f"{table.path}: {len(bad)} non-numeric column{'s' if len(bad) > 1 else ''}: {listed}; {hint}"
 
 
 def write_table(path: str | None, columns: list[str], table: np.ndarray) -> None:
@@ -129,33 +278,59 @@ def _progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
+def _column_names(table: _Table, chosen: list[int]) -> list[str]:
+    """Output names of the chosen columns: the header's, else x<index> (x0, x3 for --columns 0,3)."""
+    return [table.header[j] if table.header is not None and table.header[j] else f"x{j}" for j in chosen]
+
+
 def _load_fitted(args: argparse.Namespace):
+    import torch
+
     import disco_plug
 
-    samples, header = read_points(args.samples, "samples")
+    table = _load(args.samples, "samples")
+    chosen = _resolve_columns(table, args.columns)
+    samples, _ = _points(table, chosen, "samples", args.dropna)
     estimator = disco_plug.load(args.weights)
-    fitted = estimator.fit(samples)
+    names = _column_names(table, chosen)
+    # What fit reports about the table (constant, collinear or grid-valued columns) is one notice line
+    # each on stderr, `disco-plug: warning: ...`, never a Python warning with a source line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        fitted = estimator.fit(samples, dequantize=args.dequantize,
+                               generator=torch.Generator().manual_seed(args.seed), names=names)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     if args.adapt:
-        import torch
-
         fitted = fitted.adapt(args.adapt, generator=torch.Generator().manual_seed(args.seed))
-    return fitted, samples, header
+    return fitted, samples, names
+
+
+def _read_queries(args: argparse.Namespace, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The queries with the samples' columns: with --columns, those of a header holding the chosen
+    names, else the file as it is, which must then have as many columns as were chosen."""
+    table = _load(args.queries, "queries")
+    d = len(names)
+    chosen = list(range(table.width))
+    if args.columns is not None and table.header is not None and all(n in table.header for n in names):
+        chosen = [table.header.index(n) for n in names]
+    elif table.width != d:
+        if args.columns is not None:
+            raise UserError(f"queries have d={table.width} columns but --columns chose d={d} of the samples "
+                            f"({', '.join(names)}); give the queries a header line with those names, or "
+                            f"exactly {d} columns")
+        raise UserError(f"queries have d={table.width} columns but the samples have d={d}; both files "
+                        "need the same columns")
+    queries, header = _points(table, chosen, "queries", args.dropna)
+    return queries, header if header is not None and all(header) else names
 
 
 # -- subcommands ---------------------------------------------------------------------------------------
 def cmd_estimate(args: argparse.Namespace) -> int:
     _check_out(args.out)
-    fitted, samples, header = _load_fitted(args)
-    if args.queries is None:
-        queries = samples
-    else:
-        queries, qheader = read_points(args.queries, "queries")
-        header = qheader or header
-        if queries.shape[1] != samples.shape[1]:
-            raise UserError(f"queries have d={queries.shape[1]} columns but the samples have "
-                            f"d={samples.shape[1]}; both files need the same columns")
-    d = samples.shape[1]
-    names = header if header is not None and len(header) == d else [f"x{i}" for i in range(d)]
+    fitted, queries, names = _load_fitted(args)  # the queries default to the samples
+    if args.queries is not None:
+        queries, names = _read_queries(args, names)
     chunks = range(0, len(queries), _QUERY_CHUNK)
     if _progress(args) and len(chunks) > 1:
         from tqdm import tqdm
@@ -184,9 +359,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--num must be a positive integer, got {args.num}")
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be a positive integer, got {args.steps}")
-    fitted, samples, header = _load_fitted(args)
-    d = samples.shape[1]
-    names = header if header is not None and len(header) == d else [f"x{i}" for i in range(d)]
+    fitted, _, names = _load_fitted(args)
     new = fitted.sample(args.num, method=args.method, steps=args.steps,
                         generator=torch.Generator().manual_seed(args.seed), progress=_progress(args))
     write_table(args.out, names, np.asarray(new, dtype=np.float64))
@@ -256,6 +429,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "the default stacked estimate's score is the exact gradient of its log-density, so there is "
                    "nothing to adapt and the estimate is unchanged")
     p.add_argument("--seed", type=int, default=0, help="random seed (sampling, adaptation)")
+    p.add_argument("--columns", default=None, metavar="COLS",
+                   help="columns of SAMPLES to use, by header name or 0-based index, comma separated "
+                   "(e.g. sepal_length,petal_width or 0,3; default all). Only these must be numeric; "
+                   "--queries files take the same names from their header, or have exactly these columns")
+    p.add_argument("--dropna", action="store_true",
+                   help="drop rows with a missing value (empty, NA, NaN, null, ?) in the columns used, and "
+                   "report how many on stderr (default: refuse them, with their line numbers)")
+    p.add_argument("--dequantize", action="store_true",
+                   help="add one grid step of uniform noise (drawn with --seed) to columns recorded on a grid "
+                   "(integers, 0.1 steps), so that tied values do not make the density singular (without it, such "
+                   "columns are named in a warning on stderr)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
 
 

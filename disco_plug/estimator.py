@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,9 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .checkpoint import default_weights_path, load_weights
+from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, describe_grid,
+                      find_affine_hull, grid_columns)
+from .columns import dequantize as dequantize_columns
 from .config import ModelConfig
 from .mixture import convolve_mixture
 from .model import ContextCache, DiScoFormer
@@ -71,14 +75,42 @@ class Estimator:
             self._by_device[device] = copy.deepcopy(self.network).to(device)
         return self._by_device[device]
 
-    def fit(self, samples: Any) -> "FittedEstimator":
-        """Whiten and encode a sample set X of shape (n, d) (torch tensor, numpy or JAX array).
+    def fit(self, samples: Any, *, dequantize: bool = False, generator: torch.Generator | None = None,
+            names: list[str] | None = None) -> "FittedEstimator":
+        """Whiten and encode a sample set X of shape (n, d) (torch tensor, numpy or JAX array, or a
+        pandas DataFrame, whose column names are then used in messages).
 
-        Raises ValueError for NaN/inf, a wrong shape, d outside 1..max_dim, n <= d (the whitening
-        needs a full-rank covariance) or degenerate samples (a constant column, all points equal)."""
+        Real tables are taken as they are (disco_plug.columns):
+        - Constant columns, columns that are exact affine functions of earlier ones, and n <= d put the
+          points on an affine subspace, which has no density on R^d. The fit then estimates the density
+          of the free columns (those not determined by the columns before them), warns naming every
+          other column (DegenerateSamplesWarning), and `sample` keeps those columns the same fixed
+          functions of the free ones (constant pixels stay constant). log_density is that density,
+          ignoring the other columns of a query; their score entries are 0.
+        - Columns with tied values on a grid (integers, 0.1 steps) are reported with their step
+          (GridValuedColumnsWarning). dequantize=True adds uniform noise of one grid step to each, drawn
+          from `generator` (a fixed seed, 0, if None), so the fit is of a continuous density.
+        names: column names for those messages (default: a DataFrame's columns, else indices).
+
+        Raises ValueError for NaN/inf, a wrong shape, d outside 1..max_dim, fewer than two points or all
+        points equal."""
+        if names is None and hasattr(samples, "columns"):
+            names = [str(c) for c in samples.columns]
+            samples = samples.to_numpy()
         x, spec = as_points(samples, "samples", max_dim=self.config.max_dim)
+        if names is not None and len(names) != x.shape[1]:
+            raise ValueError(f"names has {len(names)} entries for {x.shape[1]} columns")
         check_samples(x, "samples")
-        return FittedEstimator(self, x, spec)
+        grid = grid_columns(x)
+        if grid and dequantize:
+            gen = torch.Generator().manual_seed(0) if generator is None else generator
+            x = dequantize_columns(x, grid, gen)
+        elif grid:
+            warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=2)
+        hull = find_affine_hull(x)
+        if hull is not None:
+            warnings.warn(hull.describe(names), DegenerateSamplesWarning, stacklevel=2)
+        return FittedEstimator(self, x, spec, hull=hull)
 
 
 class FittedEstimator:
@@ -91,14 +123,22 @@ class FittedEstimator:
     """
 
     def __init__(self, estimator: Estimator, samples: Tensor, spec: ArraySpec, *,
-                 noise_std: float = 0.0, clean: "FittedEstimator | None" = None) -> None:
+                 noise_std: float = 0.0, clean: "FittedEstimator | None" = None,
+                 hull: AffineHull | None = None) -> None:
         self.estimator = estimator
         self.samples = samples  # (n, d) float64 on the samples' device
         self._spec = spec
         self.noise_std = noise_std  # estimates p * N(0, noise_std^2 I) (see `convolved`)
         self._clean = clean  # the noise-free fit this one convolves (None when noise_std == 0)
-        self.whitening: Whitening = fit_whitening(samples[None], estimator.config.whiten_eps,
-                                                  noise_var=noise_std**2)
+        # Degenerate samples (disco_plug.columns): the density is that of the free columns, fitted by
+        # an inner estimator on them; this one lifts its results to all d columns.
+        self.hull = hull
+        self._free: FittedEstimator | None = None
+        if hull is not None:
+            self._free = FittedEstimator(estimator, samples[:, hull.free.to(samples.device)], spec)
+            self.whitening: Whitening = self._free.whitening
+        else:
+            self.whitening = fit_whitening(samples[None], estimator.config.whiten_eps, noise_var=noise_std**2)
         self._cache: ContextCache | None = None
 
     # -- properties --------------------------------------------------------------------------------
@@ -116,7 +156,8 @@ class FittedEstimator:
 
     def __repr__(self) -> str:
         noise = f", noise_std={self.noise_std:.4g}" if self.noise_std else ""
-        return f"FittedEstimator(n={self.n}, d={self.dim}{noise}, device={self.device})"
+        hull = f", density over {len(self.hull.free)} free columns" if self.hull is not None else ""
+        return f"FittedEstimator(n={self.n}, d={self.dim}{hull}{noise}, device={self.device})"
 
     @property
     def network(self) -> DiScoFormer:
@@ -134,6 +175,8 @@ class FittedEstimator:
     @property
     def cache(self) -> ContextCache:
         """The encoded context (per-layer keys and values), computed once on first use."""
+        if self._free is not None:
+            return self._free.cache
         if self._cache is None:
             with torch.no_grad():
                 if self._clean is None:
@@ -177,6 +220,8 @@ class FittedEstimator:
         none of one draw's sampling error; the mixtures are fitted once, on the clean samples. The
         gates are then evaluated on the convolved skips as usual."""
         sigma = check_noise_level(sigma)
+        if self.hull is not None and sigma > 0:
+            raise ValueError(self._degenerate("the noised density p * N(0, sigma^2 I)"))
         clean = self if self._clean is None else self._clean
         total = math.hypot(self.noise_std, sigma)
         if total == 0.0:
@@ -194,8 +239,20 @@ class FittedEstimator:
                             allow_single=True, device=self.device)
         return y, spec
 
+    def _degenerate(self, what: str) -> str:
+        return (f"{what} of samples on an affine subspace is not available: columns "
+                f"{self.hull.dependent.tolist()} are fixed functions of the others (see the fit's "
+                "DegenerateSamplesWarning); draw new points with sample() (any method) or fit the free columns "
+                f"{self.hull.free.tolist()} alone")
+
     def _log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """float64 (m,) and (m, d) for validated float64 queries y (m, d)."""
+        if self._free is not None:  # the free columns' density; the others do not enter it
+            free = self.hull.free.to(y.device)
+            log_p, score_free = self._free._log_density_and_score(y[:, free])
+            score = score_free.new_zeros(y.shape)
+            score[:, free] = score_free
+            return log_p, score
         w = self.whitening
         net, cache = self.network, self.cache
         logs, scores = [], []
@@ -242,7 +299,10 @@ class FittedEstimator:
         if self.noise_std:
             raise ValueError("adapt a noise-free fit and take .convolved(sigma) of the adapted one")
         if self.estimator.config.blend == "stacked":
-            return FittedEstimator(self.estimator, self.samples, self._spec)
+            return FittedEstimator(self.estimator, self.samples, self._spec, hull=self.hull)
+        if self._free is not None:
+            return FittedEstimator(self._free.adapt(steps, lr=lr, max_queries=max_queries, generator=generator).estimator,
+                                   self.samples, self._spec, hull=self.hull)
         network = copy.deepcopy(self.network)
         for p in network.parameters():
             p.requires_grad_(True)
@@ -281,6 +341,8 @@ class FittedEstimator:
     def score_fn(self, x: Tensor, sigma: float = 0.0) -> Tensor:
         """Score of p * N(0, sigma^2 I) at x (..., d), the samplers' `score_fn(x, sigma)` convention:
         the estimate of `convolved(sigma)`."""
+        if self.hull is not None:
+            raise ValueError(self._degenerate("score_fn (the score of p * N(0, sigma^2 I))"))
         return self.noised.score_fn(x, sigma)
 
     def sample(self, num: int, *, method: str = "exact", steps: int | None = None,
@@ -307,6 +369,9 @@ class FittedEstimator:
             if steps is not None or options or callback is not None:
                 raise ValueError("method 'exact' draws i.i.d. points and takes no steps, callback or sampler options")
             x = self._sample_exact(num, generator)
+        elif self._free is not None:  # sample the free columns, then lift to the affine subspace
+            x = self.hull.lift(self._free.noised.sample(num, method=method, steps=steps, generator=generator,
+                                                        callback=callback, progress=progress, **options))
         else:
             x = self.noised.sample(num, method=method, steps=steps, generator=generator, callback=callback,
                                    progress=progress, **options)
@@ -319,6 +384,8 @@ class FittedEstimator:
         if self.estimator.config.blend != "stacked":
             raise ValueError(f"method 'exact' needs the stacked blend; this estimator's blend is "
                              f"{self.estimator.config.blend!r}: use a score-based method")
+        if self._free is not None:
+            return self.hull.lift(self._free._sample_exact(num, generator))
         with torch.no_grad():
             y = self.network.sample_stacked(self.cache, num, generator)  # (1, num, d) whitened
         w = self.whitening
@@ -334,7 +401,10 @@ class FittedEstimator:
         (defensive importance sampling, Hesterberg 1995: the weights are then at most 1 / defensive).
         defensive=None uses 0 up to d = 3 and 0.5 above, where a broad proposal alone seldom lands where
         the estimate has its mass (benchmarks/normalization.py with the proposal alone up to d = 10: standard
-        errors 0.03-0.18 at d = 10, 0.005-0.01 at d <= 2). The result is close to 1 for a normalized density."""
+        errors 0.03-0.18 at d = 10, 0.005-0.01 at d <= 2). The result is close to 1 for a normalized density.
+        For samples on an affine subspace (`hull`) the integral is over the free columns."""
+        if self._free is not None:
+            return self._free.normalization(num, generator=generator, defensive=defensive)
         if isinstance(num, bool) or not isinstance(num, int) or num < 2:
             raise ValueError(f"num must be an integer >= 2, got {num!r}")
         d = self.dim

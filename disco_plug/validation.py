@@ -6,8 +6,9 @@ Rules (tested row by row in tests/test_validation.py):
 - Float inputs keep their dtype on the way out; integers give numpy float64, torch's default dtype or
   JAX's default float. float16 and bfloat16 are computed in float64 and returned in their own dtype;
   a result that does not fit that dtype (overflow to inf) is an error, never a silent inf.
-- NaN/inf, wrong shapes, empty arrays, non-real dtypes, meta tensors, constant columns, identical
-  points, n <= d and magnitudes float64 cannot whiten raise an error naming the problem.
+- NaN/inf, wrong shapes, empty arrays, non-real dtypes, meta tensors, fewer than two points,
+  identical points and magnitudes float64 cannot whiten raise an error naming the problem (constant
+  and collinear columns, and n <= d, are fitted on their affine hull: disco_plug.columns).
 - Tensors that require grad are read through `.detach()`: results carry no graph (use the
   integrations for gradients).
 """
@@ -146,27 +147,21 @@ def as_points(x: Any, name: str, *, max_dim: int, dim: int | None = None, allow_
 
 
 def check_samples(x: Tensor, name: str = "samples") -> None:
-    """What whitening a validated float64 sample set (n, d) needs, each failure named: n > d, no
-    constant column, a per-column spread that float64 can square, not all points equal."""
+    """What fitting a validated float64 sample set (n, d) needs, each failure named: at least two
+    points, not all equal, a per-column spread that float64 can square. Constant and collinear columns
+    and n <= d are not errors: the fit works on their affine hull (disco_plug.columns)."""
     n, d = x.shape
-    if n <= d:
-        raise ValueError(f"need more samples than dimensions to whiten them: got n={n} samples in "
-                         f"d={d} dimensions (at least {d + 1} are needed)")
+    if n < 2:
+        raise ValueError(f"need at least 2 samples to estimate a density, got n={n}")
     lo, hi = x.amin(0), x.amax(0)
-    constant = (lo == hi).nonzero().flatten().tolist()
-    if len(constant) == d:
+    if bool((lo == hi).all()):
         raise ValueError(f"{name} are all the same point: every one of the {n} points equals "
                          f"{x[0].tolist() if d <= 8 else '...'}; there is no spread to estimate a density from")
-    if constant:
-        j = constant[0]
-        raise ValueError(f"{name} column {j} is constant (every value is {float(lo[j])!r})"
-                         f"{f', as are {len(constant) - 1} more' if len(constant) > 1 else ''}: the density is "
-                         f"singular along it; drop the column or add noise")
-    scale = torch.maximum(lo.abs(), hi.abs())  # (d,) > 0 here
+    scale = torch.maximum(lo.abs(), hi.abs()).clamp_min(torch.finfo(torch.float64).tiny)
     spread = (x / scale).std(0) * scale  # without squaring magnitudes that float64 cannot square
     for j in range(d):
         s = float(spread[j])
-        if not _MIN_SPREAD <= s <= _MAX_SPREAD:
+        if lo[j] != hi[j] and not _MIN_SPREAD <= s <= _MAX_SPREAD:
             raise ValueError(f"{name} column {j} has spread (standard deviation) {s:.3g}, outside the "
                              f"range {_MIN_SPREAD:.0e}..{_MAX_SPREAD:.0e} that float64 whitening handles; "
                              f"rescale the data (results scale exactly: p_a(a y) = p(y) / a^d)")

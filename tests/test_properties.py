@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from disco_plug.columns import GridValuedColumnsWarning
 
 @pytest.fixture(scope="module")
 def no_common_axes():
@@ -83,8 +84,17 @@ def test_per_column_scales_are_exact_on_a_real_table(estimator):
     x = sklearn.load_wine().data
     rng = np.random.default_rng(0)
     scales = np.exp(rng.uniform(math.log(1e-6), math.log(1e6), size=x.shape[1]))
-    lp, s = estimator.fit(x).log_density_and_score(x)
-    lp2, s2 = estimator.fit((x - 7.0) * scales).log_density_and_score((x - 7.0) * scales)
+    with pytest.warns(GridValuedColumnsWarning) as raw:  # wine is recorded to 0.01, 0.1 or whole units
+        lp, s = estimator.fit(x).log_density_and_score(x)
+    with pytest.warns(GridValuedColumnsWarning) as scaled:
+        lp2, s2 = estimator.fit((x - 7.0) * scales).log_density_and_score((x - 7.0) * scales)
+    _relative_close(lp2 + np.log(scales).sum(), lp, 1e-6)
+    _relative_close(s2 * scales, s, 1e-6)
+    grid = [c.split(" (")[0] for c in str(raw[0].message).split(" take")[0].split(", ")]
+    assert grid == [c.split(" (")[0] for c in str(scaled[0].message).split(" take")[0].split(", ")]  # same columns
+    # dequantized: the noise is one grid step, so it scales with each column and the fits stay equivalent
+    lp, s = estimator.fit(x, dequantize=True).log_density_and_score(x)
+    lp2, s2 = estimator.fit((x - 7.0) * scales, dequantize=True).log_density_and_score((x - 7.0) * scales)
     _relative_close(lp2 + np.log(scales).sum(), lp, 1e-6)
     _relative_close(s2 * scales, s, 1e-6)
 

@@ -1,0 +1,163 @@
+"""What the columns of a real sample set are: constant, exact affine functions of other columns, or
+recorded on a grid, found before a fit so that every such table is fitted and nothing is refused.
+
+Degenerate sets (constant columns, exactly collinear columns, n <= d) have no density on R^d: their
+points lie on an affine subspace (the affine hull). `find_affine_hull` picks, column by column in the
+table's own order, the columns that are not an exact affine function of the columns kept before them
+(greedy pivoted Cholesky of the correlation matrix, so the test is scale-free); the estimate is then a
+density over those *free* columns, and every other column is a fixed affine function of them
+(a constant, or e.g. total = a + b). Samples are lifted back: constant columns stay constant, totals
+stay totals.
+
+Grid-valued columns (integers, 0.1 steps, prices in whole units) make ties; a density of tied values
+is singular (each repeated point's density grows without bound as an estimate sharpens), so they are
+found and reported (`grid_columns`), and `dequantize` adds one grid step of uniform noise (seeded),
+the usual remedy for density work on discrete data (Theis, van den Oord & Bethge 2016, "A note on
+the evaluation of generative models", section 3.1).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["AffineHull", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "dequantize",
+           "find_affine_hull", "grid_columns"]
+
+# A column whose variance left after regressing it on the kept columns is below this fraction of its
+# own variance is called an exact affine function of them (its residual standard deviation is below
+# 1e-5 of its own: rounding of a computed total, not a measured column).
+DEPENDENT_RESIDUAL = 1e-10
+_GRID_TOL = 1e-6  # relative tolerance of "a difference is an integer number of grid steps"
+
+
+class DegenerateSamplesWarning(UserWarning):
+    """The samples lie on an affine subspace (constant or exactly collinear columns, or n <= d): the
+    estimate is a density over the free columns, the others being fixed affine functions of them."""
+
+
+class GridValuedColumnsWarning(UserWarning):
+    """Some columns take values on a grid with ties; see `fit(..., dequantize=True)`."""
+
+
+class AffineHull(NamedTuple):
+    """x[:, dependent] = offset + x[:, free] @ coef exactly (to 1e-5 of each column's spread)."""
+
+    free: Tensor  # (r,) long, increasing
+    dependent: Tensor  # (d - r,) long, increasing
+    offset: Tensor  # (d - r,) float64
+    coef: Tensor  # (r, d - r) float64
+    constant: Tensor  # (d - r,) bool: the dependent column is constant (its coef column is zero)
+
+    @property
+    def dim(self) -> int:
+        return len(self.free) + len(self.dependent)
+
+    def lift(self, z: Tensor) -> Tensor:
+        """Points (m, r) on the free columns -> (m, d) on the hull."""
+        out = z.new_empty(z.shape[0], self.dim)
+        out[:, self.free] = z
+        out[:, self.dependent] = self.offset.to(z) + z @ self.coef.to(z)
+        return out
+
+    def describe(self, names: list[str] | None = None) -> str:
+        """One sentence naming every constant and dependent column (by `names` if given)."""
+        name = (lambda j: repr(names[j])) if names is not None else (lambda j: str(j))
+        consts = [f"{name(int(j))} (= {float(v):.6g})"
+                  for j, v, c in zip(self.dependent, self.offset, self.constant) if c]
+        deps = []
+        for k, (j, c) in enumerate(zip(self.dependent, self.constant)):
+            if not c:
+                parents = [name(int(self.free[i])) for i in (self.coef[:, k].abs() > 1e-12).nonzero().flatten()]
+                shown = ", ".join(parents[:6]) + (f" and {len(parents) - 6} more" if len(parents) > 6 else "")
+                deps.append(f"{name(int(j))} (of {shown})")
+        parts = []
+        if consts:
+            parts.append(f"constant column{'s' if len(consts) > 1 else ''} {_listed(consts)}")
+        if deps:
+            parts.append(f"column{'s' if len(deps) > 1 else ''} {_listed(deps)} "
+                         f"{'are exact affine functions' if len(deps) > 1 else 'is an exact affine function'} "
+                         "of other columns")
+        return (f"the samples lie on a {len(self.free)}-dimensional affine subspace of R^{self.dim}: "
+                f"{'; '.join(parts)}. The estimate is a density over the {len(self.free)} free columns "
+                f"(log-density and score ignore the others, whose score entries are 0), and samples "
+                f"keep the others fixed functions of them; drop those columns to silence this warning")
+
+
+def _listed(items: list[str], limit: int = 12) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def find_affine_hull(x: Tensor, tol: float = DEPENDENT_RESIDUAL) -> AffineHull | None:
+    """The affine subspace that the points x (n, d) (float64, n >= 2, not all equal) lie on, or None
+    when they span R^d. Columns are taken in order: column j is free unless its residual variance
+    after regressing it on the free columns before it is below `tol` of its variance (constant
+    columns are always dependent). Scale-free: only standardized columns are factorized."""
+    n, d = x.shape
+    mean = x.mean(0)
+    sd = (x - mean).std(0, correction=0)
+    z = (x - mean) / torch.where(sd > 0, sd, torch.ones_like(sd))
+    corr = z.T @ z / n
+    free: list[int] = []
+    chol = x.new_zeros(d, d)  # rows of L for the free columns, L L^T = corr[free][:, free]
+    for j in range(d):
+        if not sd[j] > 0 or len(free) >= n - 1:
+            continue
+        k = len(free)
+        if k:
+            row = torch.linalg.solve_triangular(chol[:k, :k], corr[free, j][:, None], upper=False)[:, 0]
+            resid = corr[j, j] - row @ row
+        else:
+            row, resid = x.new_zeros(0), corr[j, j]
+        if resid > tol * corr[j, j]:
+            chol[k, :k], chol[k, k] = row, resid.sqrt()
+            free.append(j)
+    if len(free) == d:
+        return None
+    dep = [j for j in range(d) if j not in free]
+    f, g = torch.tensor(free, dtype=torch.long), torch.tensor(dep, dtype=torch.long)
+    # Least squares of the standardized dependent columns on the free ones, then back to raw units.
+    coef_z = torch.linalg.lstsq(z[:, f], z[:, g]).solution  # (r, d - r)
+    coef = coef_z * sd[g][None, :] / sd[f][:, None]
+    constant = ~(sd[g] > 0)
+    coef[:, constant] = 0.0
+    offset = mean[g] - mean[f] @ coef
+    offset[constant] = x[0, g][constant]  # the exact constant, not a mean with rounding
+    return AffineHull(f, g, offset, coef, constant)
+
+
+def grid_columns(x: Tensor) -> dict[int, float]:
+    """Columns of x (n, d) that take tied values on a grid: {column: grid step}. A column is
+    grid-valued when it has fewer distinct values than rows (ties) and at least two, and every
+    difference between distinct values is an integer multiple of the smallest one (within 1e-6
+    relative), e.g. integers (step 1), prices to the cent (0.01), a 0/1 indicator (1)."""
+    found: dict[int, float] = {}
+    for j in range(x.shape[1]):
+        u = torch.unique(x[:, j])
+        if not 2 <= len(u) < x.shape[0]:
+            continue
+        gaps = torch.diff(u)
+        step = gaps.min()
+        ratio = gaps / step
+        if bool(((ratio - ratio.round()).abs() <= _GRID_TOL * ratio.round().clamp_min(1.0)).all()):
+            found[j] = float(step)
+    return found
+
+
+def dequantize(x: Tensor, steps: dict[int, float], generator: torch.Generator) -> Tensor:
+    """x with uniform noise of one grid step, U(-step/2, step/2), added to each grid column."""
+    out = x.clone()
+    for j, step in steps.items():
+        u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+        out[:, j] += (u - 0.5) * step
+    return out
+
+
+def describe_grid(steps: dict[int, float], names: list[str] | None = None) -> str:
+    cols = [f"{repr(names[j]) if names is not None else j} (step {s:.6g})" for j, s in steps.items()]
+    return (f"column{'s' if len(cols) > 1 else ''} {_listed(cols)} take{'' if len(cols) > 1 else 's'} "
+            "tied values on a grid: the density of tied values is singular (the estimate puts spikes "
+            "at repeated points); for density work pass dequantize=True (adds one grid step of seeded "
+            "uniform noise), and round samples to the grid if you need grid values")
