@@ -52,6 +52,19 @@ class _Shifted:
         return self.score_fn(x + self.center.to(x), sigma)
 
 
+def _fitted_samples(score_fn: ScoreFn) -> Tensor | None:
+    """The (n, d) sample set behind a fitted estimator's bound ``score_fn`` (``__self__.samples``, or
+    ``__self__.fitted.samples`` as on ``NoisedScore``), None for any other function."""
+    owner = getattr(score_fn, "__self__", None)
+    for obj in (owner, getattr(owner, "fitted", None)):
+        samples = getattr(obj, "samples", None)
+        if samples is not None and not callable(samples):
+            samples = torch.as_tensor(samples)
+            if samples.ndim == 2 and samples.dtype.is_floating_point:
+                return samples
+    return None
+
+
 class SchedulerHook:
     """A score function standing in for the UNet of a diffusers scheduler loop.
 
@@ -170,39 +183,61 @@ class TabularPipeline:
     ``clip_sample=False`` (DDPM/DDIM clip x0 to [-1, 1] by default, which destroys data outside that
     box); SDE-VE runs ``set_timesteps`` then ``set_sigmas``, never uses the broken ``add_noise`` (see
     `add_noise`), and refuses the image default ``sigma_max=1348`` unless given a data-scale ``sigma_max``
-    (use `sigma_max_for`). Every scheduler starts from noise centered at the origin with a finite
-    sigma_max, which pulls the sample mean towards the origin by about mean * sd / sigma_max (0.5% of
-    the mean for DDPM's betas, 3% for Heun's); pass ``center`` (e.g. the data mean) for data far from
-    the origin and sampling runs in coordinates centered there.
+    (use `sigma_max_for`). Every scheduler starts from noise centered on one point with a finite
+    sigma_max, which pulls the sample mean towards that point by about distance * sd / sigma_max (raw
+    data far from it come out far off: from the origin, a column with mean 72 and sd 14 comes out at 65
+    under DDIM's 50 steps), so sampling runs in coordinates centered on ``center``.
+
+    ``center=None`` (the default) picks it: when ``score_fn`` is a fitted estimator's bound ``score_fn``
+    (anything whose ``__self__`` has the fitted ``samples``, or a ``fitted`` with them, as
+    ``NoisedScore.score_fn``), the samples' mean, and for SDE-VE ``sigma_max = sigma_max_for(samples,
+    center)`` unless ``sigma_max`` is given: ``TabularPipeline(fitted.score_fn, scheduler, dim=d)`` is
+    `from_fitted`. A plain score function (an exact mixture's ``score_fn``, a lambda) has no samples to
+    center on, so the origin is used: pass ``center`` (e.g. the data mean) for data far from the origin.
 
     Parameters:
         score_fn: ``score_fn(x, sigma)`` as for `SchedulerHook`.
         scheduler: any of the schedulers above (it is copied, not modified).
         dim: the data dimension d.
-        center: (d,) point the noise prior is centered on; the origin by default.
-        sigma_max: SDE-VE only: the largest noise level.
+        center: (d,) point the noise prior is centered on; None: the fitted samples' mean when
+            ``score_fn`` carries them, else the origin; False (or a zero vector): the origin.
+        sigma_max: SDE-VE only: the largest noise level (None: as described above).
         clip_sample: keep a scheduler's ``clip_sample=True`` (off by default).
 
     Example:
         >>> import torch
         >>> from diffusers import DDIMScheduler
         >>> from disco_plug.gmm import GaussianMixture
-        >>> gmm = GaussianMixture.from_components([1.0], torch.full((1, 2), 5.0), torch.ones(1, 2))
-        >>> pipe = TabularPipeline(gmm.score_fn, DDIMScheduler(), dim=2)
+        >>> mean = torch.tensor([3.5, 71.0])
+        >>> gmm = GaussianMixture.from_components([1.0], mean[None], torch.tensor([[1.0, 100.0]]))
+        >>> pipe = TabularPipeline(gmm.score_fn, DDIMScheduler(), dim=2, center=mean)  # a plain score_fn
         >>> x = pipe(500, num_inference_steps=50, generator=torch.Generator().manual_seed(0))
-        >>> x.shape, bool(abs(x.mean() - 5.0) < 0.2)
+        >>> x.shape, bool(((x.mean(0) - mean).abs() < 4 * torch.tensor([1.0, 10.0]) / 500**0.5).all())
         (torch.Size([500, 2]), True)
     """
 
-    def __init__(self, score_fn: ScoreFn, scheduler: SchedulerMixin, dim: int, *, center: Tensor | None = None,
-                 sigma_max: float | None = None, clip_sample: bool = False) -> None:
+    def __init__(self, score_fn: ScoreFn, scheduler: SchedulerMixin, dim: int, *,
+                 center: Tensor | bool | None = None, sigma_max: float | None = None,
+                 clip_sample: bool = False) -> None:
         if not (isinstance(dim, int) and dim >= 1):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
+        samples = _fitted_samples(score_fn)
+        if samples is not None and samples.shape[1] != dim:
+            raise ValueError(f"dim={dim} but score_fn was fitted on d = {samples.shape[1]} samples")
+        if center is True:
+            raise ValueError("center=True is not a point: pass None (the fitted samples' mean where score_fn "
+                             "has them), False (the origin) or a (d,) tensor")
+        if center is None and samples is not None:
+            center = samples.mean(0)  # (d,)
+        elif center is False:
+            center = None
         if center is not None:
             center = torch.as_tensor(center)
             if center.shape != (dim,) or not bool(torch.isfinite(center).all()):
                 raise ValueError(f"center must be a finite (d = {dim},) tensor, got shape {tuple(center.shape)}")
             score_fn = _Shifted(score_fn, center)
+        if sigma_max is None and samples is not None and isinstance(scheduler, ScoreSdeVeScheduler):
+            sigma_max = sigma_max_for(samples, center)
         self.center = center
         overrides: dict = {}
         if "clip_sample" in scheduler.config:
@@ -225,7 +260,8 @@ class TabularPipeline:
     @classmethod
     def from_fitted(cls, fitted, scheduler: SchedulerMixin, *, clip_sample: bool = False) -> "TabularPipeline":
         """A pipeline on a fitted estimator's ``score_fn``, centered on its samples' mean, with
-        ``sigma_max = sigma_max_for(samples, mean)`` for SDE-VE.
+        ``sigma_max = sigma_max_for(samples, mean)`` for SDE-VE: the same as
+        ``TabularPipeline(fitted.score_fn, scheduler, dim=fitted.dim)``.
 
         Example:
             >>> import numpy as np, torch, disco_plug
@@ -238,7 +274,7 @@ class TabularPipeline:
         samples = torch.as_tensor(fitted.samples)
         center = samples.mean(0)
         sigma_max = sigma_max_for(samples, center) if isinstance(scheduler, ScoreSdeVeScheduler) else None
-        return cls(fitted.score_fn, scheduler, fitted.dim, center=center.to(torch.float32), sigma_max=sigma_max,
+        return cls(fitted.score_fn, scheduler, fitted.dim, center=center, sigma_max=sigma_max,
                    clip_sample=clip_sample)
 
     @torch.no_grad()

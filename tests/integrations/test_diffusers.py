@@ -1,9 +1,11 @@
 """diffusers adapters: the scheduler hook's predictions and sigmas, and the tabular pipeline with six
 schedulers on the exact mixture of integration_oracle.py moved far from the origin (so clipping to
-[-1, 1] or an origin-centered prior would show)."""
+[-1, 1] or an origin-centered prior would show), and every documented construction on raw data far from
+the origin (a fitted score_fn centers the prior on its samples by itself)."""
 
 import doctest
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,3 +163,84 @@ def test_from_fitted_sets_sigma_max_for_sde_ve(fitted):
     pipe = TabularPipeline.from_fitted(fitted, ScoreSdeVeScheduler())
     expected = sigma_max_for(fitted.samples, fitted.samples.mean(0))
     assert pipe.scheduler.config.sigma_max == pytest.approx(expected)
+
+
+# -- raw, uncentered data: every documented construction centers the noise prior on the data ----------
+def old_faithful_like(n=272, seed=0):
+    """(n, 2) float64 draws shaped like Old Faithful (272 eruptions: duration ~3.5 min, waiting ~71 min),
+    two clusters of (duration, waiting): far from the origin in the second column, as raw tables are."""
+    rng = np.random.default_rng(seed)
+    short = rng.random(n)[:, None] < 0.35
+    return np.where(short, rng.normal([2.0, 54.5], [0.3, 5.9], size=(n, 2)),
+                    rng.normal([4.3, 80.0], [0.4, 5.9], size=(n, 2)))
+
+
+RAW = old_faithful_like()
+RAW_DRAWS = 1000
+
+
+@pytest.fixture(scope="module")
+def raw_fitted(estimator):
+    return estimator.fit(RAW)
+
+
+def assert_mean_matches_the_data(x, data=RAW):
+    """The draws' mean within 4 standard errors of the data mean: the estimate's mean is the data's up to
+    its own sampling error (sd / sqrt(n)), the draws' mean up to sd / sqrt(m)."""
+    data = torch.as_tensor(data)
+    mean, sd = data.mean(0), data.std(0)
+    tol = 4 * sd * (1 / x.shape[0] + 1 / data.shape[0]) ** 0.5
+    err = (x.double().mean(0) - mean).abs()
+    assert bool((err <= tol).all()), \
+        f"draws' mean {x.mean(0).tolist()} vs data mean {mean.tolist()} (tol {tol.tolist()})"
+
+
+DOCUMENTED = {
+    # README's API table and demos/05_diffusers.ipynb
+    "fitted.score_fn": lambda fitted, scheduler: TabularPipeline(fitted.score_fn, scheduler, dim=fitted.dim),
+    "from_fitted": lambda fitted, scheduler: TabularPipeline.from_fitted(fitted, scheduler),
+    # TabularPipeline's docstring: the noise-conditional view's bound score_fn carries the fit too
+    "noised.score_fn": lambda fitted, scheduler: TabularPipeline(fitted.noised.score_fn, scheduler, dim=fitted.dim),
+    # TabularPipeline's docstring: a plain score function gets center passed
+    "plain score_fn, center=mean": lambda fitted, scheduler: TabularPipeline(
+        lambda x, sigma: fitted.score_fn(x, sigma), scheduler, dim=fitted.dim, center=torch.as_tensor(RAW).mean(0)),
+}
+
+
+@pytest.mark.parametrize("make", [DDIMScheduler, EulerDiscreteScheduler])
+@pytest.mark.parametrize("construction", sorted(DOCUMENTED))
+def test_documented_constructions_keep_the_mean_of_raw_data(raw_fitted, construction, make):
+    pipe = DOCUMENTED[construction](raw_fitted, make())
+    x = pipe(RAW_DRAWS, num_inference_steps=12, generator=torch.Generator().manual_seed(0))
+    assert_mean_matches_the_data(x)
+
+
+@pytest.mark.parametrize("opt_out", ["false", "zeros"])
+def test_center_false_or_zero_opts_out_and_shows_the_origin_bias(raw_fitted, opt_out):
+    center = False if opt_out == "false" else torch.zeros(2)
+    pipe = TabularPipeline(raw_fitted.score_fn, DDIMScheduler(), dim=2, center=center)
+    x = pipe(RAW_DRAWS, num_inference_steps=12, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(AssertionError, match="draws' mean"):
+        assert_mean_matches_the_data(x)
+
+
+def test_fitted_score_fn_pipeline_is_from_fitted(raw_fitted):
+    for scheduler in (DDIMScheduler(), ScoreSdeVeScheduler()):
+        auto = TabularPipeline(raw_fitted.score_fn, scheduler, dim=2)
+        explicit = TabularPipeline.from_fitted(raw_fitted, scheduler)
+        torch.testing.assert_close(auto.center, raw_fitted.samples.mean(0), rtol=0, atol=0)
+        assert auto.scheduler.config == explicit.scheduler.config
+    assert auto.scheduler.config.sigma_max == pytest.approx(sigma_max_for(raw_fitted.samples, auto.center))
+    draws = [pipe(50, num_inference_steps=5, generator=torch.Generator().manual_seed(0)) for pipe in
+             (TabularPipeline(raw_fitted.score_fn, DDIMScheduler(), dim=2),
+              TabularPipeline.from_fitted(raw_fitted, DDIMScheduler()))]
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+
+
+def test_pipeline_checks_dim_and_center_against_the_fit(raw_fitted):
+    with pytest.raises(ValueError, match="dim=3 but score_fn was fitted on d = 2"):
+        TabularPipeline(raw_fitted.score_fn, DDIMScheduler(), dim=3)
+    with pytest.raises(ValueError, match="center=True"):
+        TabularPipeline(raw_fitted.score_fn, DDIMScheduler(), dim=2, center=True)
+    plain = TabularPipeline(FAR.score_fn, DDIMScheduler(), dim=2)  # an exact mixture carries no samples
+    assert plain.center is None
