@@ -62,6 +62,7 @@ class Estimator:
         c = self.config
         if c.blend == "stacked":
             parts = ["Gaussian fit", *(f"KDE {f:g}x Scott" for f in c.stacked_kde_factors),
+                     *(f"variance-corrected KDE {f:g}x Scott" for f in c.stacked_shrunk_kde_factors),
                      *(f"Gaussian mixture (penalty {p:g})" for p in c.mixture_penalties),
                      *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties)]
             return f"Estimator(stacked density of {', '.join(parts)}; d=1..{c.max_dim}; transformer unused)"

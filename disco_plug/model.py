@@ -233,7 +233,34 @@ class DiScoFormer(nn.Module):
     @property
     def num_components(self) -> int:
         """Components of the stacked blend: the Gaussian fit, one KDE per stacked_kde_factors, each mixture."""
-        return 1 + len(self.config.stacked_kde_factors) + self.num_mixtures
+        return 1 + self.num_stacked_kdes + self.num_mixtures
+
+    @property
+    def num_stacked_kdes(self) -> int:
+        return len(self.config.stacked_kde_factors) + len(self.config.stacked_shrunk_kde_factors)
+
+    def _stacked_kdes(self, n: int, d: int, like: Tensor) -> tuple[Tensor, list[float]]:
+        """The stacked blend's KDE components for n centres in d dimensions: bandwidths (F,) (Scott's
+        times stacked_kde_factors, then the variance-corrected h / sqrt(1 + h^2) for each of
+        stacked_shrunk_kde_factors) and the scale each puts on the centres (1, or 1 / sqrt(1 + h^2))."""
+        c = self.config
+        plain = self._bandwidths(n, d, like, c.stacked_kde_factors)
+        shrunk = self._bandwidths(n, d, like, c.stacked_shrunk_kde_factors)
+        scale = (1.0 + shrunk * shrunk).rsqrt()
+        return torch.cat([plain, shrunk * scale]), [1.0] * len(plain) + scale.tolist()
+
+    def _stacked_kde_densities(self, y: Tensor, centres: Tensor, n: int, noise: tuple[Tensor, ...] | None = None,
+                               exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Log-densities (B, m, F) and scores (B, m, F, d) of the stacked KDE components at y (B, m, d)."""
+        bw, scales = self._stacked_kdes(n, y.shape[-1], y)
+        logs, scores = [], []
+        for scale in sorted(set(scales), reverse=True):  # components sharing their centres in one pass
+            cols = [j for j, s in enumerate(scales) if s == scale]
+            lp, sc = kernel_density(y, centres * scale, bw[cols], noise, exclude=exclude)
+            logs.append((cols, lp))
+            scores.append(sc)
+        order = torch.tensor([j for cols, _ in logs for j in cols], device=y.device).argsort()
+        return torch.cat([lp for _, lp in logs], -1)[..., order], torch.cat(scores, -2)[..., order, :]
 
     def _bandwidths(self, n_centres: int, d: int, like: Tensor, factors: tuple[float, ...] | None = None) -> Tensor:
         factors_t = torch.tensor(self.config.kde_factors if factors is None else factors, dtype=like.dtype,
@@ -301,7 +328,7 @@ class DiScoFormer(nn.Module):
             summary = self.context_summary(x, mixtures)
         if need_weights:
             held_out = (self.cross_validated_log_densities(x, axes, frame) if c.stacking_folds == 2 else
-                        self.held_out_log_densities(x, mixtures, c.stacked_kde_factors))
+                        self.held_out_log_densities(x, mixtures, stacked=True))
             weights = stacking_weights(held_out)
         if c.blend == "stacked" or not layers or self._body_is_inert():
             return ContextCache(x, (), (), mixtures, kernel_noise, summary, weights)
@@ -354,8 +381,7 @@ class DiScoFormer(nn.Module):
         cov = centred.transpose(-1, -2) @ centred / h + 1e-9 * torch.eye(d, dtype=x.dtype, device=x.device)
         gauss = torch.distributions.MultivariateNormal(mean[:, 0], covariance_matrix=cov).log_prob(other.transpose(0, 1)).T
         columns = [gauss[..., None]]
-        log_kde, _ = kernel_density(other, folds, self._bandwidths(h, d, x, self.config.stacked_kde_factors))
-        columns.append(log_kde)
+        columns.append(self._stacked_kde_densities(other, folds, h)[0])
         columns += [mixture_log_density_and_score(mix, other)[0][..., None].to(x.dtype) for mix in mixtures]
         held_out = torch.cat(columns, -1)  # (2B, h, K)
         return torch.cat([held_out[:b], held_out[b:]], 1)  # (B, 2 h, K)
@@ -368,12 +394,12 @@ class DiScoFormer(nn.Module):
         return torch.randperm(n, generator=gen)[: self.config.context_keys].to(device)
 
     @torch.no_grad()
-    def held_out_log_densities(self, x: Tensor, mixtures: tuple[Mixture, ...],
-                               factors: tuple[float, ...] | None = None, *, small_sample: bool = True) -> Tensor:
-        """Each of the context's own density estimates (the Gaussian fit, a KDE at each of `factors` x
-        Scott's bandwidth (default config.kde_factors), each mixture), its estimated held-out log-density
-        at the context points (B, s, 1 + F + M), s = min(n, context_keys) (a fixed random subset, as for
-        the context keys).
+    def held_out_log_densities(self, x: Tensor, mixtures: tuple[Mixture, ...], *, stacked: bool = False,
+                               small_sample: bool = True) -> Tensor:
+        """Each of the context's own density estimates (the Gaussian fit, each KDE: the stacked blend's
+        with stacked=True, else one at each of config.kde_factors x Scott's bandwidth; each mixture), its
+        estimated held-out log-density at the context points (B, s, 1 + F + M), s = min(n, context_keys)
+        (a fixed random subset, as for the context keys).
 
         KDEs: leave-one-out (unbiased for a KDE of n - 1 points). The Gaussian fit (the whitening) and the
         mixtures: in-sample log-density minus the expected optimism per point of a fit with p free
@@ -388,7 +414,8 @@ class DiScoFormer(nn.Module):
         optimism = _optimism if small_sample else (lambda p, n_: p / n_)
         gauss = gaussian_fit_log_density(sub) - optimism(torch.tensor(d + d * (d + 1) / 2, dtype=x.dtype), n)  # (B, s)
         exclude = (idx[:, None] == torch.arange(n, device=x.device)[None]).expand(b, -1, -1)
-        log_kde, _ = kernel_density(sub, x, self._bandwidths(n, d, x, factors), exclude=exclude)  # (B, s, F)
+        log_kde = (self._stacked_kde_densities(sub, x, n, exclude=exclude)[0] if stacked else
+                   kernel_density(sub, x, self._bandwidths(n, d, x), exclude=exclude)[0])  # (B, s, F)
         columns = [gauss[..., None], log_kde]
         for mix in mixtures:
             if mix.params is None:
@@ -418,21 +445,19 @@ class DiScoFormer(nn.Module):
         logs = torch.full((*y.shape[:2], k_all), -math.inf, dtype=y.dtype, device=y.device)
         scores = torch.zeros((*y.shape[:2], k_all, d), dtype=y.dtype, device=y.device)
         logs[..., 0], scores[..., 0, :] = gaussian_fit_log_density(y), -y
-        factors = self.config.stacked_kde_factors
-        kde = [j for j in range(len(factors)) if used[1 + j]]
-        if kde:
-            bw = self._bandwidths(n, d, y, tuple(factors[j] for j in kde))
-            cols = [1 + j for j in kde]
-            logs[..., cols], scores[..., cols, :] = kernel_density(y, cache.points, bw, cache.kernel_noise)
+        f = self.num_stacked_kdes
+        if any(used[1:1 + f]):
+            logs[..., 1:1 + f], scores[..., 1:1 + f, :] = self._stacked_kde_densities(y, cache.points, n,
+                                                                                     cache.kernel_noise)
         for k, mix in enumerate(cache.mixtures):
-            if used[1 + len(factors) + k]:
-                logs[..., 1 + len(factors) + k], scores[..., 1 + len(factors) + k, :] = mixture_log_density_and_score(mix, y)
+            if used[1 + f + k]:
+                logs[..., 1 + f + k], scores[..., 1 + f + k, :] = mixture_log_density_and_score(mix, y)
         return logs, scores
 
     def sample_stacked(self, cache: ContextCache, num: int, generator: torch.Generator | None = None) -> Tensor:
         """num i.i.d. whitened points (B, num, d), float64, from each context's stacked density: a
-        component by its weight, then a draw from it (the Gaussian fit N(0, I); a KDE: a context point
-        plus kernel noise, N(0, h^2 I) or the convolved kernel; a mixture: mixture.sample_mixture)."""
+        component by its weight, then a draw from it (the Gaussian fit N(0, I); a KDE: a context point,
+        shrunk for a variance-corrected one, plus kernel noise, N(0, h^2 I) or the convolved kernel; a mixture: mixture.sample_mixture)."""
         if cache.weights is None:
             raise ValueError("sampling the stacked density needs a cache encoded with blend='stacked'")
         b, n, d = cache.points.shape
@@ -441,19 +466,19 @@ class DiScoFormer(nn.Module):
         comp = torch.multinomial(cache.weights.to(f64).cpu(), num, replacement=True, generator=generator).to(dev)
         eps = torch.randn(b, num, d, generator=generator, dtype=f64, device=gen_dev).to(dev)  # (B, num, d)
         out = torch.where((comp == 0)[..., None], eps, torch.zeros_like(eps))  # the Gaussian fit N(0, I)
-        factors = self.config.stacked_kde_factors
         centres = cache.points.to(f64)
-        for j, h in enumerate(self._bandwidths(n, d, centres, factors).tolist()):
+        bandwidths, scales = self._stacked_kdes(n, d, centres)
+        for j, (h, scale) in enumerate(zip(bandwidths.tolist(), scales)):
             pick = torch.randint(0, n, (b, num), generator=generator, device=gen_dev).to(dev)
             kernel = h * eps
             if cache.kernel_noise is not None:  # kernel h^2 U diag(s) U^T + N (kernel_density)
                 evals, evecs, *scale = (t.to(f64) for t in cache.kernel_noise)
                 s = scale[0] if scale else torch.ones_like(evals)
                 kernel = (eps * (h * h * s + evals).sqrt()[:, None]) @ evecs.transpose(-1, -2)
-            draw = torch.gather(centres, 1, pick[..., None].expand(-1, -1, d)) + kernel
+            draw = scale * torch.gather(centres, 1, pick[..., None].expand(-1, -1, d)) + kernel
             out = torch.where((comp == 1 + j)[..., None], draw, out)
         for k, mix in enumerate(cache.mixtures):
-            mask = comp == 1 + len(factors) + k  # (B, num)
+            mask = comp == 1 + len(bandwidths) + k  # (B, num)
             for i, draw in enumerate(sample_mixture(mix, mask.sum(1), generator)):
                 out[i, mask[i]] = draw.to(f64)
         return out

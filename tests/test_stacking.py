@@ -137,12 +137,15 @@ def test_exact_samples_follow_the_estimate(banana_fit):
         fitted.sample(10, steps=5)
 
 
-def test_convolved_stacked_density_is_the_mixture_of_convolved_components():
+@pytest.mark.parametrize("shrunk", [(), (1.0, 0.5)])
+def test_convolved_stacked_density_is_the_mixture_of_convolved_components(shrunk):
     """Without mixtures the stacked components are the Gaussian fit and KDEs with kernel h^2 C: at noise
     sigma the estimate must be w_0 N(mean, C' + sigma^2 I) + sum_j w_j KDE(kernel h_j^2 C + sigma^2 I),
-    with the clean fit's weights (C' the whitening's ridged covariance)."""
+    with the clean fit's weights (C' the whitening's ridged covariance); a variance-corrected KDE has
+    kernel (h s)^2 C + sigma^2 I on the points shrunk to mean + s (x - mean), s = 1 / sqrt(1 + h^2)."""
     torch.manual_seed(0)
-    net = DiScoFormer(ModelConfig(max_dim=2, width=32, depth=1, heads=4, mixture_penalties=(), t_mixture_penalties=()))
+    net = DiScoFormer(ModelConfig(max_dim=2, width=32, depth=1, heads=4, mixture_penalties=(), t_mixture_penalties=(),
+                                  stacked_shrunk_kde_factors=shrunk))
     g = torch.Generator().manual_seed(7)
     x = torch.randn(300, 2, generator=g, dtype=torch.float64) @ torch.tensor([[1.5, 0.4], [0.0, 0.5]], dtype=torch.float64)
     y = 2 * torch.randn(40, 2, generator=g, dtype=torch.float64)
@@ -155,9 +158,12 @@ def test_convolved_stacked_density_is_the_mixture_of_convolved_components():
     for sigma in (0.0, 0.3, 3.0):
         yy = y.clone().requires_grad_(True)
         parts = [torch.log(w[0]) + torch.distributions.MultivariateNormal(x.mean(0), ridged + sigma**2 * eye).log_prob(yy)]
-        for j, f in enumerate(net.config.stacked_kde_factors):
+        kdes = [(f, False) for f in net.config.stacked_kde_factors] + [(f, True) for f in shrunk]
+        for j, (f, shrink) in enumerate(kdes):
             h = f * scott_factor(len(x), 2)
-            kernel = torch.distributions.MultivariateNormal(x, (h * h * cov + sigma**2 * eye).expand(len(x), 2, 2))
+            s = 1 / math.sqrt(1 + h * h) if shrink else 1.0
+            kernel = torch.distributions.MultivariateNormal(x.mean(0) + s * (x - x.mean(0)),
+                                                            ((h * s)**2 * cov + sigma**2 * eye).expand(len(x), 2, 2))
             parts.append(torch.log(w[1 + j]) + torch.logsumexp(kernel.log_prob(yy[:, None]), -1) - math.log(len(x)))
         exact_lp = torch.logsumexp(torch.stack(parts, -1), -1)
         (exact_s,) = torch.autograd.grad(exact_lp.sum(), yy)
