@@ -177,8 +177,8 @@ def grid_columns(x: np.ndarray, levels: int = 20) -> int:
 
 # -- estimators: fit(train, seed, cfg) -> (log_density, sample, info) ------------------------------------------
 
-def fit_disco_plug(train: np.ndarray, seed: int, cfg: Config):
-    fitted = _load_disco_plug().fit(train)
+def fit_disco_plug(train: np.ndarray, seed: int, cfg: Config, variant: str = ""):
+    fitted = _load_disco_plug(variant).fit(train)
     fitted.log_density(train[:1])  # anything the fit defers is part of its cost
 
     def sample(m: int) -> np.ndarray:
@@ -187,13 +187,21 @@ def fit_disco_plug(train: np.ndarray, seed: int, cfg: Config):
     return fitted.log_density, sample, {}
 
 
-_ESTIMATOR: list = []
+_ESTIMATOR: dict = {}
+# Ablations of the bundled estimate (`--estimators disco_plug,disco_plug[shrunk]`): config overrides.
+VARIANTS = {"": {}, "shrunk": {"stacked_shrunk_kde_factors": (1.0,)},
+            "shrunk-only": {"stacked_kde_factors": (), "stacked_shrunk_kde_factors": (1.0, 2.0)},
+            "2fold": {"stacking_folds": 2}, "gated": {"blend": "gated"}}
 
 
-def _load_disco_plug():
-    if not _ESTIMATOR:
-        _ESTIMATOR.append(disco_plug.load())
-    return _ESTIMATOR[0]
+def _load_disco_plug(variant: str = ""):
+    if variant not in _ESTIMATOR:
+        from disco_plug.checkpoint import default_weights_path, load_weights
+        from disco_plug.estimator import Estimator
+
+        network, _, meta = load_weights(default_weights_path(), overrides=VARIANTS[variant] or None)
+        _ESTIMATOR[variant] = Estimator(network, metadata=meta)
+    return _ESTIMATOR[variant]
 
 
 def fit_gmm(train: np.ndarray, seed: int, cfg: Config):
@@ -316,7 +324,9 @@ def fit_gaussian(train: np.ndarray, seed: int, cfg: Config):
 
 
 FITS: dict[str, Callable] = {"disco_plug": fit_disco_plug, "GMM-BIC": fit_gmm, "KDE-CV": fit_kde,
-                             "flow": fit_flow, "Gaussian": fit_gaussian}
+                             "flow": fit_flow, "Gaussian": fit_gaussian,
+                             **{f"disco_plug[{v}]": (lambda v: lambda tr, seed, cfg: fit_disco_plug(tr, seed, cfg, v))(v)
+                                for v in VARIANTS if v}}
 
 
 # -- one cell: (table, split, estimator) -----------------------------------------------------------------------
@@ -395,12 +405,12 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan)
 
 
-def summarize(cells: dict, tables: list[str], cfg: Config) -> dict:
+def summarize(cells: dict, tables: list[str], cfg: Config, estimators: list[str]) -> dict:
     """Per table and estimator: mean and standard error over splits, or the first failure."""
     out: dict = {}
     for t in tables:
         out[t] = {}
-        for est in ESTIMATORS:
+        for est in estimators:
             runs = [cells[f"{t}|{s}|{est}"] for s in range(cfg.splits)]
             row: dict = {}
             for metric in ("loglik", "energy_ratio", "fit_seconds"):
@@ -431,6 +441,7 @@ def _fmt(cell: dict, digits: int, bold: bool, se: bool = True) -> str:
 
 def markdown(report: dict) -> str:
     cfg, tables, summary = report["config"], report["tables"], report["summary"]
+    estimators = report["estimators"]
     lines = ["# Real-data benchmark: held-out likelihood and sample quality on bundled real tables", "",
              f"Command: `{report['command']}`  ", f"Commit: `{report['commit']}`  ",
              f"Machine: {report['machine']}; load average {report['load']} (at the start: {report['load_start']}); "
@@ -447,8 +458,8 @@ def markdown(report: dict) -> str:
         dropped = f"; dropped: {t['why']}" if t["why"] else ""
         lines.append(f"- **{name}** ({t['source']}): n = {t['n']}, d = {t['d']}, {t['grid_columns']} grid-valued "
                      f"column(s){dropped}")
-    header = "| table | n | d | " + " | ".join(ESTIMATORS) + " |"
-    rule = "|---|---|---|" + "---|" * len(ESTIMATORS)
+    header = "| table | n | d | " + " | ".join(estimators) + " |"
+    rule = "|---|---|---|" + "---|" * len(estimators)
     sections = [("Held-out log-likelihood (nats per dimension, higher is better)", "loglik", 3, max),
                 ("Energy ratio (generated vs held-out over training vs held-out; 1 is as good as fresh data, "
                  "lower is better)", "energy_ratio", 2, min),
@@ -456,10 +467,10 @@ def markdown(report: dict) -> str:
     for title, metric, digits, best_of in sections:
         lines += ["", f"## {title}", "", header, rule]
         for name, t in tables.items():
-            cells = {e: summary[name][e][metric] for e in ESTIMATORS}
+            cells = {e: summary[name][e][metric] for e in estimators}
             ok = {e: c["mean"] for e, c in cells.items() if "failed" not in c}
             best = best_of(ok, key=ok.get) if (best_of and ok) else None
-            row = " | ".join(_fmt(cells[e], digits, e == best, se=metric != "fit_seconds") for e in ESTIMATORS)
+            row = " | ".join(_fmt(cells[e], digits, e == best, se=metric != "fit_seconds") for e in estimators)
             lines.append(f"| {name} | {t['n']} | {t['d']} | {row} |")
     noted = [(name, est, w) for name in tables for est, ws in report["warnings"][name].items() for w in ws]
     if noted:
@@ -478,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     p.add_argument("--dequantize", action="store_true", help="the dequantized protocol (module docstring)")
     p.add_argument("--fresh", action="store_true", help="ignore the checkpoint of finished cells")
+    p.add_argument("--estimators", default=",".join(ESTIMATORS),
+                   help="comma-separated, of: " + ", ".join(FITS) + " (disco_plug[...]: ablations, VARIANTS)")
     p.add_argument("--redo", default="", help="comma-separated estimators whose finished cells are recomputed "
                    "(e.g. disco_plug after a change to it); each cell records the commit it ran at")
     p.add_argument("--threads", type=int, default=2, help="torch and BLAS threads (default 2)")
@@ -498,8 +511,9 @@ def main(argv: list[str] | None = None) -> None:
     partial = args.out / f"{stem}_partial.json"
     cells = load_partial(partial, cfg, args.fresh)
     redo = {e.strip() for e in args.redo.split(",") if e.strip()}
-    if redo - set(ESTIMATORS):
-        p.error(f"unknown estimators in --redo: {sorted(redo - set(ESTIMATORS))}; known: {', '.join(ESTIMATORS)}")
+    estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
+    if (redo | set(estimators)) - set(FITS):
+        p.error(f"unknown estimators: {sorted((redo | set(estimators)) - set(FITS))}; known: {', '.join(FITS)}")
     cells = {k: c for k, c in cells.items() if not (k.split("|")[2] in redo and k.split("|")[0] in names)}
     commit = git_commit(ROOT)
     t_start, load_start = time.perf_counter(), " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -514,7 +528,8 @@ def main(argv: list[str] | None = None) -> None:
             ref = reference(train, test, f"{name}|{s}", cfg)
             refs[f"{name}|{s}"] = {"points": ref["points"], "train_vs_test_energy": ref["energy"],
                                    "n_train": len(train), "n_test": len(test)}
-            for i, est in enumerate(ESTIMATORS):
+            for est in estimators:
+                i = list(FITS).index(est)  # seeds do not depend on which estimators run
                 key = f"{name}|{s}|{est}"
                 if key in cells:
                     continue
@@ -534,9 +549,10 @@ def main(argv: list[str] | None = None) -> None:
               "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
               "load": " ".join(f"{v:.2f}" for v in os.getloadavg()), "load_start": load_start,
               "wall_seconds": time.perf_counter() - t_start, "config": asdict(cfg), "tables": described,
-              "splits": refs, "summary": summarize(cells, names, cfg),
+              "splits": refs, "estimators": estimators,
+              "summary": summarize(cells, names, cfg, estimators),
               "warnings": {t: {e: sorted({w for s in range(cfg.splits) for w in cells[f"{t}|{s}|{e}"]["warnings"]})
-                               for e in ESTIMATORS} for t in names},
+                               for e in estimators} for t in names},
               "cells": shown_cells}
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(report))
