@@ -189,7 +189,7 @@ def fit_disco_plug(train: np.ndarray, seed: int, cfg: Config, variant: str = "")
 
 _ESTIMATOR: dict = {}
 # Ablations of the bundled estimate (`--estimators disco_plug,disco_plug[shrunk]`): config overrides.
-VARIANTS = {"": {}, "shrunk": {"stacked_shrunk_kde_factors": (1.0,)},
+VARIANTS = {"": {}, "no-shrunk": {"stacked_shrunk_kde_factors": ()},
             "shrunk-only": {"stacked_kde_factors": (), "stacked_shrunk_kde_factors": (1.0, 2.0)},
             "2fold": {"stacking_folds": 2}, "gated": {"blend": "gated"}}
 

@@ -84,7 +84,7 @@ class ModelConfig:
     far_field_skips: bool = False
     blend: str = "stacked"
     stacked_kde_factors: tuple[float, ...] = (1.0, 2.0)
-    stacked_shrunk_kde_factors: tuple[float, ...] = ()
+    stacked_shrunk_kde_factors: tuple[float, ...] = (1.0,)
     stacking_folds: int = 0
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .bench import COLUMNS, WORSE_BEYOND_SE, _fmt, verdict_against_best_kde
 
-__all__ = ["accuracy_block", "speed_block", "results_block", "render", "main"]
+__all__ = ["accuracy_block", "speed_block", "mcmc_block", "realdata_block", "results_block", "render", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 _SPEED_SOURCES = ("samplers", "scale", "integrations")
@@ -139,7 +139,33 @@ def mcmc_block(results: Path) -> str:
     return _NO_RESULTS
 
 
-BLOCKS = {"accuracy": accuracy_block, "speed": speed_block, "mcmc": mcmc_block, "results": results_block}
+_REALDATA = (("realdata", "Raw columns, as a user passes them"),
+             ("realdata_dequantized", "Dequantized: one grid step of uniform noise on every grid-valued column, "
+                                      "the same for every estimator"))
+_REALDATA_SECTIONS = ("Held-out log-likelihood", "Energy ratio", "Fit time")
+
+
+def realdata_block(results: Path) -> str:
+    """The likelihood, sample-quality and fit-time tables of realdata.md and realdata_dequantized.md
+    (benchmarks/realdata.py), each with the command and commit that made it."""
+    parts = []
+    for stem, title in _REALDATA:
+        path = results / f"{stem}.md"
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        made = [line.rstrip() for line in text.splitlines() if line.startswith(("Command:", "Commit:"))]
+        parts += [f"**{title}** (from [`benchmarks/results/{stem}.md`](benchmarks/results/{stem}.md); "
+                  f"{' '.join(m.strip() for m in made)})"]
+        for heading, body in _sections(text):
+            if heading.startswith(_REALDATA_SECTIONS):
+                parts += ["", f"*{heading}*", "", body]
+        parts.append("")
+    return "\n".join(parts).strip() if parts else _NO_RESULTS
+
+
+BLOCKS = {"accuracy": accuracy_block, "speed": speed_block, "mcmc": mcmc_block, "realdata": realdata_block,
+          "results": results_block}
 
 
 def render(readme: str, results: Path) -> str:

@@ -67,9 +67,23 @@ def test_mcmc_block_is_the_results_table(tmp_path):
     assert "# MCMC" not in block and "Commit: `abc`" in block
 
 
+def test_realdata_block_copies_the_three_tables_of_each_protocol(tmp_path):
+    table = "| t | a |\n|---|---|\n| iris | {} |\n"
+    (tmp_path / "realdata.md").write_text(
+        "# Real data\n\nCommand: `python benchmarks/realdata.py`  \nCommit: `abc`  \n\n## Tables\n\n- iris\n\n"
+        "## Held-out log-likelihood (nats)\n\n" + table.format(1) + "\n## Energy ratio (x)\n\n" + table.format(2)
+        + "\n## Fit time (s)\n\n" + table.format(3) + "\n## Warnings\n\n- w\n")
+    block = readme.realdata_block(tmp_path)
+    assert block.startswith("**Raw columns") and "Commit: `abc`" in block
+    assert all(f"| iris | {v} |" in block for v in (1, 2, 3)) and "## " not in block and "- w" not in block
+    assert "Dequantized" not in block  # its file is absent
+    (tmp_path / "realdata_dequantized.md").write_text("Commit: `def`\n\n## Energy ratio\n\n" + table.format(4))
+    assert "| iris | 4 |" in readme.realdata_block(tmp_path)
+
+
 def test_missing_results_and_missing_markers(tmp_path):
     text = readme.render(README, tmp_path)
-    assert text.count("No benchmark results yet") == 4  # accuracy, speed, mcmc and the results list
+    assert text.count("No benchmark results yet") == 5  # accuracy, speed, mcmc, realdata and the results list
     with pytest.raises(ValueError, match="BEGIN GENERATED: accuracy"):
         readme.render("# no markers\n", tmp_path)
 
