@@ -7,6 +7,7 @@ score for samplers: fit a sample set once, query log p and grad log p anywhere.
 ()
 """
 
+from .columns import DegenerateSamplesWarning, GridValuedColumnsWarning
 from .config import ModelConfig
 from .estimator import Estimator, FittedEstimator, load
 from .gmm import GaussianMixture, random_gmm
@@ -15,4 +16,4 @@ from .model import DiScoFormer
 
 __version__ = "0.1.0"
 __all__ = ["load", "Estimator", "FittedEstimator", "ModelConfig", "DiScoFormer", "GaussianMixture",
-           "random_gmm", "GaussianKDE", "__version__"]
+           "random_gmm", "GaussianKDE", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "__version__"]
