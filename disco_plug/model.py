@@ -254,13 +254,16 @@ class DiScoFormer(nn.Module):
         """Log-densities (B, m, F) and scores (B, m, F, d) of the stacked KDE components at y (B, m, d)."""
         bw, scales = self._stacked_kdes(n, y.shape[-1], y)
         logs, scores = [], []
-        for scale in sorted(set(scales), reverse=True):  # components sharing their centres in one pass
-            cols = [j for j, s in enumerate(scales) if s == scale]
-            lp, sc = kernel_density(y, centres * scale, bw[cols], noise, exclude=exclude)
-            logs.append((cols, lp))
+        start = 0
+        while start < len(scales):  # consecutive components sharing their centres in one pass
+            stop = start + 1
+            while stop < len(scales) and scales[stop] == scales[start]:
+                stop += 1
+            lp, sc = kernel_density(y, centres * scales[start], bw[start:stop], noise, exclude=exclude)
+            logs.append(lp)
             scores.append(sc)
-        order = torch.tensor([j for cols, _ in logs for j in cols], device=y.device).argsort()
-        return torch.cat([lp for _, lp in logs], -1)[..., order], torch.cat(scores, -2)[..., order, :]
+            start = stop
+        return torch.cat(logs, -1), torch.cat(scores, -2)
 
     def _bandwidths(self, n_centres: int, d: int, like: Tensor, factors: tuple[float, ...] | None = None) -> Tensor:
         factors_t = torch.tensor(self.config.kde_factors if factors is None else factors, dtype=like.dtype,
@@ -468,14 +471,14 @@ class DiScoFormer(nn.Module):
         out = torch.where((comp == 0)[..., None], eps, torch.zeros_like(eps))  # the Gaussian fit N(0, I)
         centres = cache.points.to(f64)
         bandwidths, scales = self._stacked_kdes(n, d, centres)
-        for j, (h, scale) in enumerate(zip(bandwidths.tolist(), scales)):
+        for j, (h, shrink) in enumerate(zip(bandwidths.tolist(), scales)):
             pick = torch.randint(0, n, (b, num), generator=generator, device=gen_dev).to(dev)
             kernel = h * eps
             if cache.kernel_noise is not None:  # kernel h^2 U diag(s) U^T + N (kernel_density)
-                evals, evecs, *scale = (t.to(f64) for t in cache.kernel_noise)
-                s = scale[0] if scale else torch.ones_like(evals)
+                evals, evecs, *kernel_scale = (t.to(f64) for t in cache.kernel_noise)
+                s = kernel_scale[0] if kernel_scale else torch.ones_like(evals)
                 kernel = (eps * (h * h * s + evals).sqrt()[:, None]) @ evecs.transpose(-1, -2)
-            draw = scale * torch.gather(centres, 1, pick[..., None].expand(-1, -1, d)) + kernel
+            draw = shrink * torch.gather(centres, 1, pick[..., None].expand(-1, -1, d)) + kernel
             out = torch.where((comp == 1 + j)[..., None], draw, out)
         for k, mix in enumerate(cache.mixtures):
             mask = comp == 1 + len(bandwidths) + k  # (B, num)

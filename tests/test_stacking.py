@@ -137,6 +137,22 @@ def test_exact_samples_follow_the_estimate(banana_fit):
         fitted.sample(10, steps=5)
 
 
+def test_convolved_stacked_fit_samples_the_noised_density():
+    """convolved(sigma).sample draws from p * N(0, sigma^2 I): mean and covariance are the data's plus
+    sigma^2 I, within 5 standard errors (and the variance-corrected KDE's shrunk centres draw right)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2000, 2, generator=g, dtype=torch.float64) @ torch.tensor([[1.0, 0.5], [0.0, 0.8]], dtype=torch.float64)
+    fitted = disco_plug.load().fit(x)
+    sigma, m = 0.7, 20000
+    new = fitted.convolved(sigma).sample(m, generator=torch.Generator().manual_seed(4))
+    cov = torch.cov(x.T) + sigma**2 * torch.eye(2, dtype=torch.float64)
+    se = cov.diagonal().sqrt() * math.sqrt(1 / m + 1 / len(x))
+    assert bool(((new.mean(0) - x.mean(0)).abs() < 5 * se).all())
+    sd = cov.diagonal().sqrt()
+    rel = (torch.cov(new.T) - cov).abs() / sd.outer(sd)
+    assert float(rel.max()) < 5 * math.sqrt(2 / len(x)) + 0.05
+
+
 @pytest.mark.parametrize("shrunk", [(), (1.0, 0.5)])
 def test_convolved_stacked_density_is_the_mixture_of_convolved_components(shrunk):
     """Without mixtures the stacked components are the Gaussian fit and KDEs with kernel h^2 C: at noise
