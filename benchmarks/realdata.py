@@ -67,6 +67,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 import disco_plug  # noqa: E402
 from disco_plug.bench import git_commit  # noqa: E402
+from disco_plug.columns import grid_columns  # noqa: E402
 from disco_plug.samplers import energy_distance  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
@@ -154,11 +155,9 @@ def split(x: np.ndarray, table: str, index: int, cfg: Config) -> tuple[np.ndarra
     perm = rng.permutation(len(x))
     n_test = int(round(cfg.test_fraction * len(x)))
     if cfg.dequantize:
-        from disco_plug.columns import grid_columns as find_grid
-
         x = x.copy()
         noise = np.random.default_rng([cfg.seed, zlib.crc32(table.encode()), index, 1])
-        for j, step in find_grid(torch.as_tensor(x)).items():
+        for j, step in grid_columns(torch.as_tensor(x)).items():
             x[:, j] += (noise.random(len(x)) - 0.5) * step
     return x[perm[n_test:]], x[perm[:n_test]]
 
@@ -170,7 +169,7 @@ def scaled_energy(a: np.ndarray, b: np.ndarray, sd: np.ndarray) -> float:
     return energy_distance(torch.as_tensor(a / sd), torch.as_tensor(b / sd))
 
 
-def grid_columns(x: np.ndarray, levels: int = 20) -> int:
+def count_coded_columns(x: np.ndarray, levels: int = 20) -> int:
     """How many columns take at most `levels` distinct values."""
     return sum(len(np.unique(c)) <= levels for c in x.T)
 
@@ -522,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
         table = TABLES[name]
         x = table.load()
         described[name] = {"source": table.source, "n": table.n, "d": table.d, "dropped": list(table.drop),
-                           "why": table.why, "grid_columns": grid_columns(x)}
+                           "why": table.why, "grid_columns": count_coded_columns(x)}
         for s in range(cfg.splits):
             train, test = split(x, name, s, cfg)
             ref = reference(train, test, f"{name}|{s}", cfg)
