@@ -1,5 +1,5 @@
 """Adapters that plug a fitted DiScoFormer estimator (or any density with ``log_density_and_score`` /
-any ``score_fn(x, sigma)``) into Pyro, BlackJAX and diffusers.
+any ``score_fn(x, sigma)``) into Pyro, NumPyro, PyMC, BlackJAX, emcee and diffusers.
 
 Each adapter lives in its own module and imports its framework only when that module is imported, so
 ``import disco_plug`` needs only torch and numpy:
@@ -8,6 +8,8 @@ Each adapter lives in its own module and imports its framework only when that mo
   prior or likelihood factor), ``LangevinKernel`` (ULA/MALA).
 - ``disco_plug.integrations.blackjax``: ``logdensity_fn`` (MALA/HMC/NUTS, window adaptation),
   ``grad_estimator`` (SGLD/SGHMC).
+- ``disco_plug.integrations.numpyro``: ``EstimatedDistribution`` (``numpyro.sample`` prior under jit/vmap/grad),
+  ``potential_fn`` (``NUTS(potential_fn=...)``).
 - ``disco_plug.integrations.diffusers``: ``SchedulerHook`` (a UNet stand-in), ``TabularPipeline``.
 
 The names below are also reachable here, imported on first access.

@@ -1,10 +1,10 @@
 """BlackJAX adapters: an estimated density as a JAX ``logdensity_fn`` and a score-only SG-MCMC gradient.
 
-The torch density runs on the host through ``jax.pure_callback`` (vectorized with
-``vmap_method="expand_dims"``, so a vmapped batch of chains is one torch call). A ``jax.custom_vjp``
-makes ``jax.value_and_grad(logdensity_fn)`` — what every gradient kernel calls (MALA, HMC, NUTS of
-Hoffman & Gelman 2014, window adaptation) — cost one call that returns both heads: the log-density
-head is the value and the score head is the gradient. Works under ``jit``, ``lax.scan`` and ``vmap``.
+The torch density runs on the host through ``jax.pure_callback`` (integrations/_jax.py; a vmapped
+batch of chains is one torch call). A ``jax.custom_vjp`` makes ``jax.value_and_grad(logdensity_fn)``
+— what every gradient kernel calls (MALA, HMC, NUTS of Hoffman & Gelman 2014, window adaptation) —
+cost one call that returns both heads: the log-density head is the value and the score head is the
+gradient. Works under ``jit``, ``lax.scan`` and ``vmap``.
 Positions may be any pytree whose leaves ravel to d numbers.
 """
 
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
-import torch
-
-from ._density import Density, as_density, evaluate
+from ._density import Density, as_density
 
 try:
     import jax
@@ -24,28 +21,11 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("disco_plug.integrations.blackjax needs jax: pip install 'disco_plug[jax]'") from err
 
+from ._jax import flat_log_density, host_call
+
 __all__ = ["logdensity_fn", "score_fn", "grad_estimator"]
 
 PyTree = Any
-
-
-def _host_call(density: Density) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
-    """(log p (...), score (..., d)) of flat positions (..., d): one torch call per evaluation."""
-    d = density.dim
-
-    def host(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        log_p, score = evaluate(density, torch.from_numpy(np.array(y)))  # copy: JAX buffers are read-only
-        return log_p.numpy(), score.numpy()
-
-    def call(y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        if y.shape[-1:] != (d,):
-            raise ValueError(f"position must ravel to d = {d} numbers, got shape {y.shape}")
-        if not jnp.issubdtype(y.dtype, jnp.floating):
-            raise TypeError(f"position must be floating point, got {y.dtype}")
-        shapes = (jax.ShapeDtypeStruct(y.shape[:-1], y.dtype), jax.ShapeDtypeStruct(y.shape, y.dtype))
-        return jax.pure_callback(host, shapes, y, vmap_method="expand_dims")
-
-    return call
 
 
 def logdensity_fn(density: Density) -> Callable[[PyTree], jax.Array]:
@@ -66,19 +46,7 @@ def logdensity_fn(density: Density) -> Callable[[PyTree], jax.Array]:
         >>> state.position.shape
         (2,)
     """
-    call = _host_call(as_density(density))
-
-    @jax.custom_vjp
-    def flat_logdensity(y: jax.Array) -> jax.Array:
-        return call(y)[0]
-
-    def forward(y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return call(y)
-
-    def backward(score: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-        return (g[..., None] * score,)
-
-    flat_logdensity.defvjp(forward, backward)
+    flat_logdensity = flat_log_density(as_density(density))
 
     def logdensity(position: PyTree) -> jax.Array:
         flat, _ = ravel_pytree(position)
@@ -89,7 +57,7 @@ def logdensity_fn(density: Density) -> Callable[[PyTree], jax.Array]:
 
 def score_fn(density: Density) -> Callable[[PyTree], PyTree]:
     """The score head alone as a JAX function: position pytree -> gradient pytree of the same structure."""
-    call = _host_call(as_density(density))
+    call = host_call(as_density(density))
 
     def score(position: PyTree) -> PyTree:
         flat, unravel = ravel_pytree(position)

@@ -76,3 +76,37 @@ def iid_ess(s: Tensor) -> Tensor:
 # moments may be off by this many target standard deviations (sd_i sd_j for covariances) beyond the
 # 4 standard errors of sampling noise. Forgetting the target (e.g. sampling N(0, I)) is off by > 0.5.
 ESTIMATOR_SLACK = 0.15
+
+
+def posterior_of_prior_times_gaussian(obs, noise_var):
+    """Exact posterior of x ~ TARGET (diagonal components), obs ~ N(x, noise_var I)."""
+    w, m, v = TARGET.log_weights.exp()[0], TARGET.means[0], TARGET.variances[0]
+    post_v = 1 / (1 / v + 1 / noise_var)
+    post_m = post_v * (m / v + obs / noise_var)
+    evidence = torch.distributions.Normal(m, (v + noise_var).sqrt()).log_prob(obs).sum(-1)
+    return GaussianMixture.from_components(torch.softmax(w.log() + evidence, 0), post_m, post_v)
+
+
+class Counting:
+    """Wraps a density and counts its calls (each adapter should make one per evaluation)."""
+
+    def __init__(self, density):
+        self.density, self.calls = density, 0
+
+    @property
+    def dim(self):
+        return self.density.dim
+
+    def log_density_and_score(self, y):
+        self.calls += 1
+        return self.density.log_density_and_score(y)
+
+
+class SkewedHeads:
+    """A density whose score head is NOT the gradient of its log-density head (constant 0): an adapter
+    whose gradient equals (1, -2) took it from the score head."""
+
+    dim = 2
+
+    def log_density_and_score(self, y):
+        return torch.zeros(y.shape[0], dtype=y.dtype), torch.tensor([1.0, -2.0], dtype=y.dtype).expand_as(y)

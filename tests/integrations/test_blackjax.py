@@ -10,7 +10,7 @@ import torch
 jax = pytest.importorskip("jax")
 blackjax = pytest.importorskip("blackjax")
 import jax.numpy as jnp  # noqa: E402
-from integration_oracle import DENSITY, ESTIMATOR_SLACK, TARGET, assert_moments  # noqa: E402
+from integration_oracle import DENSITY, ESTIMATOR_SLACK, TARGET, Counting, SkewedHeads, assert_moments  # noqa: E402
 
 import disco_plug.integrations.blackjax as bj_adapters  # noqa: E402
 from disco_plug.integrations.blackjax import grad_estimator, logdensity_fn, score_fn  # noqa: E402
@@ -21,28 +21,6 @@ CHAINS = 4
 def bj_ess(s):
     return torch.tensor(np.array(blackjax.diagnostics.effective_sample_size(
         jnp.asarray(s.numpy()), chain_axis=0, sample_axis=1)))
-
-
-class Counting:
-    """Wraps a density and counts the torch calls."""
-
-    def __init__(self, density):
-        self.density, self.calls = density, 0
-
-    @property
-    def dim(self):
-        return self.density.dim
-
-    def log_density_and_score(self, y):
-        self.calls += 1
-        return self.density.log_density_and_score(y)
-
-
-class SkewedHeads:
-    dim = 2
-
-    def log_density_and_score(self, y):
-        return torch.zeros(y.shape[0], dtype=y.dtype), torch.tensor([1.0, -2.0], dtype=y.dtype).expand_as(y)
 
 
 def starts(key):

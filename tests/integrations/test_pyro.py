@@ -12,12 +12,12 @@ import torch
 import disco_plug
 
 pyro = pytest.importorskip("pyro")
-from integration_oracle import DENSITY, ESTIMATOR_SLACK, TARGET, assert_moments  # noqa: E402
+from integration_oracle import (DENSITY, ESTIMATOR_SLACK, TARGET, SkewedHeads, assert_moments,  # noqa: E402
+                                posterior_of_prior_times_gaussian)
 from pyro.infer import MCMC, NUTS  # noqa: E402
 from pyro.ops.stats import effective_sample_size  # noqa: E402
 
 import disco_plug.integrations.pyro as pyro_adapters  # noqa: E402
-from disco_plug.gmm import GaussianMixture  # noqa: E402
 from disco_plug.integrations.pyro import (EstimatedDistribution, LangevinKernel, log_density,  # noqa: E402
                                           potential_fn)
 
@@ -33,15 +33,6 @@ def run(kernel, num_samples, warmup_steps, seed=0, **kwargs):
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=True, **kwargs)
     mcmc.run()
     return mcmc
-
-
-class SkewedHeads:
-    """A density whose score head is NOT the gradient of its log-density head (constant 0)."""
-
-    dim = 2
-
-    def log_density_and_score(self, y):
-        return torch.zeros(y.shape[0], dtype=y.dtype), torch.tensor([1.0, -2.0], dtype=y.dtype).expand_as(y)
 
 
 def test_docstring_examples():
@@ -73,15 +64,6 @@ def test_potential_needs_its_site():
 def test_nuts_on_potential_recovers_the_mixture():
     mcmc = run(NUTS(potential_fn=potential_fn(DENSITY)), 400, 150, initial_params=X0)
     assert_moments(mcmc.get_samples(group_by_chain=True)["x"], pyro_ess)
-
-
-def posterior_of_prior_times_gaussian(obs, noise_var):
-    """Exact posterior of x ~ TARGET (diagonal components), obs ~ N(x, noise_var I)."""
-    w, m, v = TARGET.log_weights.exp()[0], TARGET.means[0], TARGET.variances[0]
-    post_v = 1 / (1 / v + 1 / noise_var)
-    post_m = post_v * (m / v + obs / noise_var)
-    evidence = torch.distributions.Normal(m, (v + noise_var).sqrt()).log_prob(obs).sum(-1)
-    return GaussianMixture.from_components(torch.softmax(w.log() + evidence, 0), post_m, post_v)
 
 
 def test_distribution_as_prior_in_a_model_under_nuts():
