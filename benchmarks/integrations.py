@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import disco_plug
-from disco_plug.bench import git_commit
+from disco_plug.bench import git_commit, median_ms
 from disco_plug.gmm import GaussianMixture
 from disco_plug.kde import GaussianKDE
 
@@ -129,16 +129,6 @@ def adapters(fitted, quick: bool) -> dict[str, dict]:
     return out
 
 
-def _per_call(fn, repeats: int = 100) -> float:
-    """Median milliseconds of fn() over repeats calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
 
 def speed(fitted) -> dict[str, dict]:
     """Latency of one log-density-and-score evaluation at one point: the density called directly,
@@ -157,9 +147,9 @@ def speed(fitted) -> dict[str, dict]:
         pot, z = potential_fn(density), {"x": torch.zeros(2)}
         value_and_grad = jax.jit(jax.value_and_grad(logdensity_fn(density)))
         origin = jax.numpy.zeros(2)
-        out[name] = {"direct": _per_call(lambda: density.log_density_and_score(y)),
-                     "pyro potential_grad": _per_call(lambda: potential_grad(pot, z)),
-                     "jax value_and_grad (jit)": _per_call(lambda: jax.block_until_ready(value_and_grad(origin)))}
+        out[name] = {"direct": median_ms(lambda: density.log_density_and_score(y)),
+                     "pyro potential_grad": median_ms(lambda: potential_grad(pot, z)),
+                     "jax value_and_grad (jit)": median_ms(lambda: jax.block_until_ready(value_and_grad(origin)))}
     return out
 
 

@@ -158,6 +158,18 @@ def verdict_against_best_kde(row_result: dict[str, Any]) -> tuple[list[str], lis
     return worse, significant
 
 
+def median_ms(fn: Callable[[], Any], repeats: int = 100) -> float:
+    """Median milliseconds of fn() over repeats calls, after one warm-up call (benchmark scripts' latency)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return 1e3 * times[len(times) // 2]
+
+
 def git_commit(cwd: str | Path | None = None) -> str:
     """The checked-out commit, recorded in every results file ("unknown" outside a git checkout)."""
     try:

@@ -10,6 +10,11 @@ Each adapter lives in its own module and imports its framework only when that mo
   ``grad_estimator`` (SGLD/SGHMC).
 - ``disco_plug.integrations.numpyro``: ``EstimatedDistribution`` (``numpyro.sample`` prior under jit/vmap/grad),
   ``potential_fn`` (``NUTS(potential_fn=...)``).
+- ``disco_plug.integrations.pymc``: ``EstimatedDistribution`` (a PyMC vector variable backed by a PyTensor Op
+  whose gradient is the score head), ``prior_from_idata``.
+- ``disco_plug.integrations.arviz``: ``from_inference_data`` (posterior draws -> one unconstrained joint sample,
+  transforms recorded).
+- ``disco_plug.integrations.emcee``: ``log_prob_fn`` (``EnsembleSampler``, vectorized or not).
 - ``disco_plug.integrations.diffusers``: ``SchedulerHook`` (a UNet stand-in), ``TabularPipeline``.
 
 The names below are also reachable here, imported on first access.

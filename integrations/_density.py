@@ -16,7 +16,7 @@ from torch import Tensor
 
 from disco_plug.gmm import GaussianMixture
 
-__all__ = ["Density", "MixtureDensity", "as_density", "evaluate"]
+__all__ = ["Density", "MixtureDensity", "as_density", "evaluate", "samples_exactly"]
 
 
 @runtime_checkable
@@ -90,3 +90,9 @@ def evaluate(density: Density, y: Tensor) -> tuple[Tensor, Tensor]:
     if not (bool(torch.isfinite(log_p).all()) and bool(torch.isfinite(score).all())):
         raise ValueError("the density returned NaN or inf at finite points")
     return log_p, score
+
+
+def samples_exactly(density: object) -> bool:
+    """Whether density is a fitted estimator whose `sample` draws exactly from the estimate (the stacked blend)."""
+    estimator = getattr(density, "estimator", None)
+    return getattr(getattr(estimator, "config", None), "blend", None) == "stacked"

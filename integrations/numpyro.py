@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._density import Density, as_density
+from ._density import Density, as_density, samples_exactly
 
 try:
     import jax
@@ -39,9 +39,8 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("disco_plug.integrations.numpyro needs numpyro: pip install 'disco_plug[numpyro]'") from err
 
 from ._jax import flat_log_density, host_sample
-from .pyro import _samples_exactly
 
-__all__ = ["EstimatedDistribution", "potential_fn"]
+__all__ = ["EstimatedDistribution", "potential_fn", "sample_constrained"]
 
 
 def _check_samples(samples: Any, d: int | None = None) -> np.ndarray:
@@ -93,7 +92,7 @@ class EstimatedDistribution(dist.Distribution):
             estimator = disco_plug.load()
         samples = _check_samples(samples)
         fitted = estimator.fit(samples)
-        return cls(fitted, samples=None if _samples_exactly(fitted) else samples)
+        return cls(fitted, samples=None if samples_exactly(fitted) else samples)
 
     def _host_sampler(self) -> Callable | None:
         d = self.density.dim
@@ -157,3 +156,35 @@ def potential_fn(density: Density | EstimatedDistribution, site: str | None = No
         return -jnp.sum(log_p(jnp.asarray(params)))
 
     return potential
+
+
+def sample_constrained(name: str, prior: EstimatedDistribution, joint: Any) -> dict[str, jax.Array]:
+    """Inside a NumPyro model: draw the unconstrained vector ``name`` from ``prior`` and return each
+    variable of ``joint`` (a `disco_plug.integrations.arviz.JointSample`) in its constrained space,
+    recorded as a ``numpyro.deterministic`` site of its own name.
+
+    Fit the prior once, outside the model: ``prior = EstimatedDistribution.from_samples(joint.draws)``.
+    No Jacobian term is needed: the density lives on the unconstrained vector, where it was estimated.
+
+    Example:
+        >>> import arviz as az, jax, numpy as np, numpyro
+        >>> from disco_plug.integrations.arviz import from_inference_data
+        >>> rng = np.random.default_rng(0)
+        >>> idata = az.from_dict(posterior={"mu": rng.normal(size=(2, 200)),
+        ...                                 "sigma": rng.lognormal(-1, 0.3, size=(2, 200))})
+        >>> joint = from_inference_data(idata, transforms={"sigma": "log"})
+        >>> prior = EstimatedDistribution.from_samples(joint.draws)
+        >>> def model():
+        ...     params = sample_constrained("trace_prior_", prior, joint)
+        ...     numpyro.sample("y", numpyro.distributions.Normal(params["mu"], params["sigma"]), obs=0.1)
+        >>> trace = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace()
+        >>> bool(trace["sigma"]["value"] > 0), trace["trace_prior_"]["value"].shape
+        (True, (2,))
+    """
+    if prior.event_shape != (joint.dim,):
+        raise ValueError(f"the prior has event shape {prior.event_shape}, the joint sample D = {joint.dim} "
+                         f"({joint.names})")
+    import numpyro
+
+    z = numpyro.sample(name, prior)
+    return {v: numpyro.deterministic(v, x) for v, x in joint.constrain(z, jnp).items()}

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._density import Density, as_density, evaluate
+from ._density import Density, as_density, evaluate, samples_exactly
 
 try:
     import pyro.distributions as dist
@@ -99,11 +99,6 @@ def potential_fn(density: Density, site: str = "x") -> PotentialFn:
     return PotentialFn(as_density(density), site)
 
 
-def _samples_exactly(density: object) -> bool:
-    """Whether density is a fitted estimator whose `sample` draws exactly from the estimate (the stacked blend)."""
-    estimator = getattr(density, "estimator", None)
-    return getattr(getattr(estimator, "config", None), "blend", None) == "stacked"
-
 
 class EstimatedDistribution(dist.TorchDistribution):
     """A distribution known through samples, for ``pyro.sample`` as a prior or a likelihood factor.
@@ -142,7 +137,7 @@ class EstimatedDistribution(dist.TorchDistribution):
         self.density = as_density(density)
         d = self.density.dim
         context = getattr(self.density, "samples", None)
-        if samples is None and isinstance(context, Tensor) and not _samples_exactly(self.density):
+        if samples is None and isinstance(context, Tensor) and not samples_exactly(self.density):
             samples = context.to(torch.get_default_dtype())
         if samples is not None:
             samples = torch.as_tensor(samples)
@@ -173,7 +168,7 @@ class EstimatedDistribution(dist.TorchDistribution):
         if not isinstance(samples, Tensor):  # numpy draws: Pyro models run in torch's default dtype
             samples = torch.as_tensor(samples).to(torch.get_default_dtype())
         fitted = estimator.fit(samples)
-        return cls(fitted, samples=None if _samples_exactly(fitted) else samples)
+        return cls(fitted, samples=None if samples_exactly(fitted) else samples)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
@@ -187,7 +182,7 @@ class EstimatedDistribution(dist.TorchDistribution):
             if self.samples is not None:
                 index = torch.randint(self.samples.shape[0], (count,), device=self.samples.device)
                 draws = self.samples[index]
-            elif _samples_exactly(self.density):  # in the fitted samples' type: torch keeps its dtype
+            elif samples_exactly(self.density):  # in the fitted samples' type: torch keeps its dtype
                 draws = self.density.sample(count)
                 if not isinstance(draws, Tensor):  # fitted on numpy or JAX: Pyro models run in the default dtype
                     draws = torch.as_tensor(draws).to(torch.get_default_dtype())

@@ -9,6 +9,7 @@ with the ESS estimated by the framework's own estimator (i.i.d. draws: ESS = num
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -110,3 +111,26 @@ class SkewedHeads:
 
     def log_density_and_score(self, y):
         return torch.zeros(y.shape[0], dtype=y.dtype), torch.tensor([1.0, -2.0], dtype=y.dtype).expand_as(y)
+
+
+def lognormal_posterior(n: int = 4000, seed: int = 0):
+    """An InferenceData-style posterior of (mu, sigma) with mu ~ N(1, 0.5^2) and log sigma ~ N(-1, 0.3^2)
+    independent (2 chains), and the exact mean and sd of sigma: a constrained parameter in closed form."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    posterior = {"mu": rng.normal(1.0, 0.5, size=(2, n // 2)),
+                 "sigma": np.exp(rng.normal(-1.0, 0.3, size=(2, n // 2)))}
+    mean = math.exp(-1.0 + 0.3**2 / 2)
+    sd = math.sqrt((math.exp(0.3**2) - 1) * math.exp(2 * -1.0 + 0.3**2))
+    return posterior, mean, sd
+
+
+def assert_close_in_sds(draws, mean: float, sd: float, ess: float, slack: float = ESTIMATOR_SLACK) -> None:
+    """Mean within 4 SE + slack sds of the exact mean; sd within 4 SE + slack (relative)."""
+    import numpy as np
+
+    draws = np.asarray(draws, dtype=np.float64).reshape(-1)
+    se = sd / math.sqrt(ess)
+    assert abs(draws.mean() - mean) <= 4 * se + slack * sd, (draws.mean(), mean, se)
+    assert abs(draws.std() / sd - 1) <= 4 / math.sqrt(2 * ess) + slack, (draws.std(), sd, ess)
