@@ -20,7 +20,8 @@ from typing import Any
 
 from .bench import COLUMNS, WORSE_BEYOND_SE, _fmt, verdict_against_best_kde
 
-__all__ = ["accuracy_block", "speed_block", "mcmc_block", "realdata_block", "results_block", "render", "main"]
+__all__ = ["accuracy_block", "speed_block", "mcmc_block", "realdata_block", "sequential_block", "results_block",
+           "render", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 _SPEED_SOURCES = ("samplers", "scale", "integrations")
@@ -128,15 +129,25 @@ def results_block(results: Path) -> str:
     return "\n".join(f"- [`benchmarks/results/{p.name}`](benchmarks/results/{p.name})" for p in files)
 
 
-def mcmc_block(results: Path) -> str:
-    """The table of mcmc.md (benchmarks/mcmc.py), with the lines that say how it was made."""
-    for stem in ("mcmc", "mcmc_quick"):
+def _whole_file(results: Path, stems: tuple[str, ...]) -> str:
+    """The first present result file of stems, without its headings, with a link to it."""
+    for stem in stems:
         path = results / f"{stem}.md"
         if path.is_file():
             body = [line for line in path.read_text().splitlines() if not line.startswith("#")]
             text = "\n".join(body).strip()
             return f"From [`benchmarks/results/{stem}.md`](benchmarks/results/{stem}.md):\n\n{text}"
     return _NO_RESULTS
+
+
+def mcmc_block(results: Path) -> str:
+    """The table of mcmc.md (benchmarks/mcmc.py), with the lines that say how it was made."""
+    return _whole_file(results, ("mcmc", "mcmc_quick"))
+
+
+def sequential_block(results: Path) -> str:
+    """The tables of sequential.md (benchmarks/sequential.py): two-stage updating in Pyro, NumPyro, PyMC."""
+    return _whole_file(results, ("sequential",))
 
 
 _REALDATA = (("realdata", "Raw columns, as a user passes them"),
@@ -165,7 +176,7 @@ def realdata_block(results: Path) -> str:
 
 
 BLOCKS = {"accuracy": accuracy_block, "speed": speed_block, "mcmc": mcmc_block, "realdata": realdata_block,
-          "results": results_block}
+          "sequential": sequential_block, "results": results_block}
 
 
 def render(readme: str, results: Path) -> str:

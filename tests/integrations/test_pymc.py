@@ -107,9 +107,10 @@ def test_nuts_recovers_the_mixture_with_one_density_call_per_leapfrog_step():
     assert int(idata.sample_stats.diverging.sum()) == 0
     steps = int(idata.sample_stats.n_steps.sum() + idata.warmup_sample_stats.n_steps.sum())
     iterations = NUTS["chains"] * (NUTS["draws"] + NUTS["tune"])
-    # PyMC compiles logp and dlogp into one function: one density call per leapfrog step, plus the one
-    # PyMC's NUTS makes at each iteration's starting point and one per chain at initialization.
-    assert steps + iterations <= density.calls <= steps + iterations + 5 * NUTS["chains"], (density.calls, steps)
+    # PyMC compiles logp and dlogp into one function: one density call per leapfrog step; the Op's
+    # one-point cache answers PyMC's re-evaluation of each iteration's starting point, so only a few
+    # calls per chain at initialization come on top.
+    assert steps <= density.calls <= steps + 5 * NUTS["chains"], (density.calls, steps, iterations)
     assert_moments(torch.from_numpy(idata.posterior["x"].values), arviz_ess)
 
 
