@@ -6,7 +6,7 @@ a probability in (0, 1)). A density estimate of yesterday's posterior, used as t
 on an unconstrained space: a positive scale is estimated as its log. `from_inference_data` flattens
 chains and draws, flattens vector variables (column names keep the variable and its coordinates, e.g.
 ``beta[x1]``), maps every constrained variable to R by its transform, and records the transforms.
-`JointSample.constrain` maps unconstrained points back (in numpy, JAX or PyTensor), and
+`JointSample.constrain` maps unconstrained points back (in numpy, JAX, PyTensor or torch), and
 `JointSample.log_abs_det_jacobian` gives the change-of-variables term, so that
 
     log p_constrained(x) = log p_z(unconstrain(x)) - log_abs_det_jacobian(unconstrain(x)).
@@ -71,7 +71,7 @@ class Transform:
         """x = f(z): z in R to x in (lower, upper)."""
         lo, hi = math.isfinite(self.lower), math.isfinite(self.upper)
         if lo and hi:
-            return self.lower + (self.upper - self.lower) * xp.exp(-xp.logaddexp(0.0, -z))
+            return self.lower + (self.upper - self.lower) * xp.exp(-xp.logaddexp(z * 0.0, -z))
         if lo:
             return self.lower + xp.exp(z)
         if hi:
@@ -93,7 +93,7 @@ class Transform:
         """log |f'(z)|, elementwise."""
         lo, hi = math.isfinite(self.lower), math.isfinite(self.upper)
         if lo and hi:
-            return math.log(self.upper - self.lower) - xp.logaddexp(0.0, -z) - xp.logaddexp(0.0, z)
+            return math.log(self.upper - self.lower) - xp.logaddexp(z * 0.0, -z) - xp.logaddexp(z * 0.0, z)
         if lo or hi:
             return z
         return z * 0.0
@@ -176,7 +176,9 @@ class JointSample:
         return self.draws.shape[1]
 
     def _check(self, z: Any) -> None:
-        shape = getattr(z, "type", z).shape  # PyTensor: the static shape (None where unknown)
+        shape = getattr(getattr(z, "type", None), "shape", None)  # PyTensor: static shape, None where unknown
+        if not isinstance(shape, tuple):
+            shape = tuple(z.shape)
         if not shape or shape[-1] not in (None, self.dim):
             raise ValueError(f"points must have last dimension D = {self.dim} ({self.names}), "
                              f"got shape {tuple(shape)}")
@@ -184,7 +186,7 @@ class JointSample:
     def constrain(self, z: Any, xp: Any = np) -> dict[str, Any]:
         """Unconstrained points z (..., D) -> {variable: constrained values (..., *shape)}.
 
-        ``xp`` is the array namespace of z: numpy, ``jax.numpy`` or ``pytensor.tensor``."""
+        ``xp`` is the array namespace of z: numpy, ``jax.numpy``, ``pytensor.tensor`` or ``torch``."""
         self._check(z)
         lead = tuple(z.shape[i] for i in range(z.ndim - 1))  # symbolic entries for PyTensor
         out = {}

@@ -29,7 +29,8 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("disco_plug.integrations.pyro needs pyro-ppl: pip install 'disco_plug[pyro]'") from err
 
-__all__ = ["log_density", "potential_fn", "PotentialFn", "EstimatedDistribution", "LangevinKernel"]
+__all__ = ["log_density", "potential_fn", "PotentialFn", "EstimatedDistribution", "LangevinKernel",
+           "sample_constrained"]
 
 
 class _LogDensity(torch.autograd.Function):
@@ -193,6 +194,23 @@ class EstimatedDistribution(dist.TorchDistribution):
                     "this density cannot be sampled: pass samples=(n, d) (e.g. the context the "
                     "estimator was fitted on) or use EstimatedDistribution.from_samples")
         return draws.reshape(shape)
+
+
+def sample_constrained(name: str, prior: EstimatedDistribution, joint: object) -> dict[str, Tensor]:
+    """Inside a Pyro model: draw the unconstrained vector ``name`` from ``prior`` and return each variable
+    of ``joint`` (a `disco_plug.integrations.arviz.JointSample`, e.g. from ``az.from_pyro(mcmc)``) in its
+    constrained space, recorded as a ``pyro.deterministic`` site of its own name.
+
+    Fit the prior once, outside the model: ``prior = EstimatedDistribution.from_samples(joint.draws)``.
+    No Jacobian term is needed: the density lives on the unconstrained vector, where it was estimated.
+    """
+    import pyro
+
+    if tuple(prior.event_shape) != (joint.dim,):
+        raise ValueError(f"the prior has event shape {tuple(prior.event_shape)}, the joint sample D = {joint.dim} "
+                         f"({joint.names})")
+    z = pyro.sample(name, prior)
+    return {v: pyro.deterministic(v, x) for v, x in joint.constrain(z, torch).items()}
 
 
 class LangevinKernel(MCMCKernel):

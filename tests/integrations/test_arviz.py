@@ -66,7 +66,7 @@ def test_jacobian_turns_the_density_of_log_sigma_into_the_density_of_sigma():
     np.testing.assert_allclose(log_p, scipy.stats.lognorm(1.0).logpdf(sigma), rtol=1e-10)
 
 
-def test_constrain_in_jax_and_pytensor():
+def test_constrain_in_jax_pytensor_and_torch():
     jnp = pytest.importorskip("jax.numpy")
     pt = pytest.importorskip("pytensor.tensor")
     joint = from_inference_data(idata(), ["beta", "sigma", "p"], transforms={"sigma": "log", "p": "logit"})
@@ -75,6 +75,13 @@ def test_constrain_in_jax_and_pytensor():
     got = joint.constrain(jnp.asarray(z), jnp)
     for name in expected:
         np.testing.assert_allclose(np.asarray(got[name]), expected[name], rtol=1e-5)
+    import torch
+
+    got = joint.constrain(torch.from_numpy(z), torch)
+    for name in expected:
+        np.testing.assert_allclose(got[name].numpy(), expected[name], rtol=1e-12)
+    np.testing.assert_allclose(joint.log_abs_det_jacobian(torch.from_numpy(z), torch).numpy(),
+                               joint.log_abs_det_jacobian(z), rtol=1e-12)
     zt = pt.dvector("z")
     out = joint.constrain(zt, pt)
     for i in range(2):

@@ -215,3 +215,29 @@ def test_estimator_distribution_draws_from_the_estimate_or_resamples_its_context
     draws = gated.sample((50,))
     assert draws.dtype == torch.get_default_dtype()
     assert bool(torch.isin(draws[:, 0].double(), fitted.samples[:, 0]).all())
+
+
+def test_sample_constrained_keeps_a_positive_scale_lognormal():
+    """A (mu, sigma) posterior with sigma estimated on its log, used as a prior with no data: NUTS gives
+    back sigma's exact log-normal mean and sd, with every draw positive."""
+    az = pytest.importorskip("arviz")
+    from integration_oracle import assert_close_in_sds, lognormal_posterior
+
+    from disco_plug.integrations.arviz import from_inference_data
+    from disco_plug.integrations.pyro import sample_constrained
+
+    posterior, mean, sd = lognormal_posterior()
+    joint = from_inference_data(az.from_dict(posterior=posterior), transforms={"sigma": "log"})
+    prior = EstimatedDistribution.from_samples(torch.as_tensor(joint.draws))
+
+    def model():
+        sample_constrained("z", prior, joint)
+
+    mcmc = run(NUTS(model), 600, 200, seed=5)
+    z = mcmc.get_samples()["z"]
+    sigma = torch.exp(z[:, 1])
+    assert bool((sigma > 0).all())
+    ess = float(pyro_ess(sigma[None, :, None].double()))
+    assert_close_in_sds(sigma.numpy(), mean, sd, ess)
+    trace = pyro.poutine.trace(model).get_trace()
+    torch.testing.assert_close(trace.nodes["sigma"]["value"], trace.nodes["z"]["value"][1].exp())
