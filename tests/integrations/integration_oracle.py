@@ -113,7 +113,7 @@ class SkewedHeads:
         return torch.zeros(y.shape[0], dtype=y.dtype), torch.tensor([1.0, -2.0], dtype=y.dtype).expand_as(y)
 
 
-def lognormal_posterior(n: int = 4000, seed: int = 0):
+def lognormal_posterior(n: int = 1024, seed: int = 0):
     """An InferenceData-style posterior of (mu, sigma) with mu ~ N(1, 0.5^2) and log sigma ~ N(-1, 0.3^2)
     independent (2 chains), and the exact mean and sd of sigma: a constrained parameter in closed form."""
     import numpy as np

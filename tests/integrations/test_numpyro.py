@@ -136,11 +136,11 @@ def test_from_samples_fits_the_bundled_estimator_and_nuts_recovers_the_target():
     def model():
         numpyro.sample("x", prior)
 
-    mcmc = run(NUTS(model), 300, 150, seed=2)
+    mcmc = run(NUTS(model), 200, 100, seed=2)
     samples = torch.tensor(np.array(mcmc.get_samples(group_by_chain=True)["x"]), dtype=torch.float64)
     assert_moments(samples, np_ess, slack=ESTIMATOR_SLACK)
     mean, _ = exact_moments()
-    assert samples.shape == (CHAINS, 300, 2) and mean.shape == (2,)
+    assert samples.shape == (CHAINS, 200, 2) and mean.shape == (2,)
 
 
 def test_sample_constrained_keeps_a_positive_scale_lognormal():
@@ -159,7 +159,7 @@ def test_sample_constrained_keeps_a_positive_scale_lognormal():
     def model():
         sample_constrained("z", prior, joint)
 
-    mcmc = run(NUTS(model), 500, 200, seed=3)
+    mcmc = run(NUTS(model), 300, 150, seed=3)
     sigma = np.asarray(mcmc.get_samples(group_by_chain=True)["sigma"])
     assert sigma.min() > 0
     assert_close_in_sds(sigma, mean, sd, float(effective_sample_size(sigma)))

@@ -233,7 +233,7 @@ def test_prior_from_idata_keeps_a_positive_scale_lognormal():
     with pm.Model():
         prior = prior_from_idata(az.from_dict(posterior=posterior), model=previous)
         assert sorted(prior) == ["mu", "sigma"]
-        idata = pm.sample(500, tune=300, chains=2, cores=1, random_seed=4, progressbar=False,
+        idata = pm.sample(300, tune=150, chains=2, cores=1, random_seed=4, progressbar=False,
                           compute_convergence_checks=False)
     sigma = idata.posterior["sigma"].values
     assert sigma.min() > 0 and int(idata.sample_stats["diverging"].values.sum()) == 0

@@ -233,7 +233,7 @@ def test_sample_constrained_keeps_a_positive_scale_lognormal():
     def model():
         sample_constrained("z", prior, joint)
 
-    mcmc = run(NUTS(model), 600, 200, seed=5)
+    mcmc = run(NUTS(model), 400, 150, seed=5)
     z = mcmc.get_samples()["z"]
     sigma = torch.exp(z[:, 1])
     assert bool((sigma > 0).all())
