@@ -141,7 +141,7 @@ def pyro_nuts(X, y, prior: str, stage1: np.ndarray | None, seed: int, s: dict, f
                     disable_progbar=True)
         mcmc.run()
         draws.append(mcmc.get_samples()["b"].numpy())
-        divergences += int(mcmc.diagnostics()["divergences"]["chain 0"].__len__())
+        divergences += len(mcmc.diagnostics()["divergences"]["chain 0"])
     return np.concatenate(draws).astype(np.float64), divergences
 
 
