@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .kde import isotropic_kde, scott_factor
-from .mixture import Mixture, fit_mixtures, mixture_log_density_and_score, path_subset, sample_mixture
+from .mixture import Mixture, fit_mixture_sets, mixture_log_density_and_score, path_subset, sample_mixture
 from .stacking import pool_log_density_and_score, stacking_weights
 
 __all__ = ["DiScoFormer", "ContextCache", "gaussian_fit_log_density"]
@@ -356,10 +356,8 @@ class DiScoFormer(nn.Module):
         c, d = self.config, x.shape[-1]
         opts = dict(prior=c.mixture_prior_scale * (d + 2), axes=axes if c.mixture_axes else None,
                     frame=frame if c.mixture_common_axes else None)
-        mixtures = fit_mixtures(x, c.mixture_penalties, **opts) if c.mixture_penalties else ()
-        if c.t_mixture_penalties:
-            mixtures += fit_mixtures(x, c.t_mixture_penalties, heavy_tails=True, **opts)
-        return mixtures
+        gaussian, heavy = fit_mixture_sets(x, [(c.mixture_penalties, False), (c.t_mixture_penalties, True)], **opts)
+        return gaussian + heavy
 
     @torch.no_grad()
     def cross_validated_log_densities(self, x: Tensor, axes: Tensor | None = None,

@@ -8,8 +8,9 @@ import torch
 from disco_plug import mixture
 from disco_plug.gmm import GaussianMixture
 from disco_plug.gmm import random_rotation
-from disco_plug.mixture import (GAUSSIAN_DOF, common_axes, convolve_mixture, fit_mixture, fit_mixtures,
-                                 mixture_log_density_and_score, path_subset)
+from disco_plug.mixture import (GAUSSIAN_DOF, common_axes, convolve_mixture, fit_mixture, fit_mixture_sets,
+                                 fit_mixtures, mixture_log_density_and_score, path_subset)
+from disco_plug.whitening import fit_whitening
 
 TWO = GaussianMixture.from_components(
     [0.4, 0.6], torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=torch.float64), [[0.5, 0.3], [0.8, 0.4]])
@@ -329,3 +330,41 @@ def test_raw_frame_gives_the_data_coordinates_up_to_scale():
     z = w.apply(x) @ w.raw_frame()
     xc = x - x.mean(1, keepdim=True)
     torch.testing.assert_close(z, xc / xc.square().mean((1, 2), keepdim=True).sqrt())
+
+
+def _assert_same_mixture(a, b) -> None:
+    y = torch.randn(1, 64, a.means.shape[-1], dtype=torch.float64, generator=torch.Generator().manual_seed(40)) * 2
+    assert a.components.tolist() == b.components.tolist()
+    for u, v in zip(mixture_log_density_and_score(a, y), mixture_log_density_and_score(b, y)):
+        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-9)
+
+
+def test_fit_mixture_sets_fits_each_kind_as_fit_mixtures_does_alone():
+    # The shipped config's kinds and families in one batch, against each kind fitted on its own: a batch entry
+    # stops growing K on its own criterion, so batching changes nothing but rounding.
+    x = torch.cat([_student_t(300, 3, 3.0, 41), TWO.sample(300, generator=torch.Generator().manual_seed(42))[..., :1]
+                   .expand(-1, -1, 3) + 0.3 * torch.randn(1, 300, 3, dtype=torch.float64)], 1)
+    w = fit_whitening(x)
+    xw, opts = w.apply(x), dict(axes=w.data_axes(), frame=w.raw_frame())
+    gaussian, heavy = fit_mixture_sets(xw, [((1.0, 0.3), False), ((1.0,), True)], **opts)
+    alone = fit_mixtures(xw, (1.0, 0.3), **opts) + fit_mixtures(xw, (1.0,), heavy_tails=True, **opts)
+    for a, b in zip(gaussian + heavy, alone):
+        _assert_same_mixture(a, b)
+
+
+def test_a_context_fit_does_not_depend_on_the_other_contexts_of_its_batch():
+    # One context with one cluster (its path stops after `patience` splits and it leaves the batch) next to
+    # one with five components: the rows that stay and the choices kept for the one that left must be its own.
+    g = torch.Generator().manual_seed(43)
+    one = torch.randn(1, 800, 2, dtype=torch.float64, generator=g)
+    four = torch.randn(1, 800, 2, dtype=torch.float64, generator=g) * 0.3 + torch.tensor(
+        [[-3.0, 0.0], [3.0, 0.0], [0.0, 3.0], [0.0, -3.0]], dtype=torch.float64).repeat(200, 1)[None]
+    batch = fit_mixture(torch.cat([one, four]), heavy_tails=True)
+    for i, alone in enumerate((fit_mixture(one, heavy_tails=True), fit_mixture(four, heavy_tails=True))):
+        _assert_same_mixture(mixture.Mixture(*(t[i:i + 1] for t in batch)), alone)
+
+
+def test_fit_mixture_sets_returns_nothing_for_a_kind_without_penalties():
+    x = TWO.sample(200, generator=torch.Generator().manual_seed(44))
+    gaussian, heavy = fit_mixture_sets(x, [((1.0,), False), ((), True)])
+    assert len(gaussian) == 1 and heavy == ()
