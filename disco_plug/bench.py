@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -177,6 +178,21 @@ def git_commit(cwd: str | Path | None = None) -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def provenance(root: str | Path, script: str, argv: list[str]) -> dict[str, Any]:
+    """What every results file records of how it was made: command, commit, uncommitted tracked changes,
+    date, and the machine with its load average at the start (`finish_provenance` adds the end's)."""
+    changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                             capture_output=True, text=True).stdout.split("\n")[:-1]
+    return {"command": " ".join(["python", script, *argv]), "commit": git_commit(root), "uncommitted": changes,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start "
+                       f"{os.getloadavg()[0]:.2f}, torch threads {torch.get_num_threads()}"}
+
+
+def finish_provenance(report: dict[str, Any]) -> None:
+    report["machine"] += f", load average at end {os.getloadavg()[0]:.2f}"
 
 
 def _fmt(v: float) -> str:

@@ -24,6 +24,7 @@ from .columns import dequantize as dequantize_columns
 from .config import ModelConfig
 from .mixture import convolve_mixture
 from .model import ContextCache, DiScoFormer
+from .threads import load_aware_threads
 from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
 from .whitening import Whitening, fit_whitening
 
@@ -179,7 +180,7 @@ class FittedEstimator:
         if self._free is not None:
             return self._free.cache
         if self._cache is None:
-            with torch.no_grad():
+            with torch.no_grad(), load_aware_threads():
                 if self._clean is None:
                     # The common-axes family lives in the raw frame (rotation-equivariant); with columns in
                     # units more than 1e4 apart that frame is ill-conditioned, and the family is not fitted.
@@ -257,7 +258,7 @@ class FittedEstimator:
         w = self.whitening
         net, cache = self.network, self.cache
         logs, scores = [], []
-        with torch.no_grad():
+        with torch.no_grad(), load_aware_threads():
             for start in range(0, y.shape[0], _QUERY_CHUNK):
                 yw = w.apply(y[None, start:start + _QUERY_CHUNK]).to(self._dtype)
                 log_p, score = net.query(cache, yw)
@@ -387,7 +388,7 @@ class FittedEstimator:
                              f"{self.estimator.config.blend!r}: use a score-based method")
         if self._free is not None:
             return self.hull.lift(self._free._sample_exact(num, generator))
-        with torch.no_grad():
+        with torch.no_grad(), load_aware_threads():
             y = self.network.sample_stacked(self.cache, num, generator)  # (1, num, d) whitened
         w = self.whitening
         return (torch.linalg.solve(w.matrix, y, left=False) + w.mean[:, None])[0]

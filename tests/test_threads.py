@@ -1,0 +1,46 @@
+"""Load-aware intra-op threads (disco_plug.threads)."""
+
+import torch
+
+from disco_plug import threads
+
+
+def _fake_load(monkeypatch, tmp_path, running: int, cores: int = 4) -> None:
+    path = tmp_path / "loadavg"
+    path.write_text(f"1.00 1.00 1.00 {running}/100 1234\n")
+    real_open = open
+    monkeypatch.setattr(threads, "open", lambda p, *a, **k: real_open(path if p == "/proc/loadavg" else p, *a, **k),
+                        raising=False)
+    monkeypatch.setattr(threads, "_cores", lambda: cores)
+    monkeypatch.setattr(threads, "_last", (-1.0, 0))
+
+
+def test_free_cores_counts_the_other_runnable_tasks(monkeypatch, tmp_path):
+    _fake_load(monkeypatch, tmp_path, running=3)  # this process and two others on 4 cores
+    assert threads.free_cores() == 2
+    _fake_load(monkeypatch, tmp_path, running=9)
+    assert threads.free_cores() == 1  # never below one
+
+
+def test_load_aware_threads_lowers_and_restores_but_never_raises(monkeypatch, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _fake_load(monkeypatch, tmp_path, running=4, cores=2)
+        with threads.load_aware_threads() as n:
+            assert n == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        _fake_load(monkeypatch, tmp_path, running=1, cores=8)  # 8 free cores: the user's 2 threads are kept
+        with threads.load_aware_threads() as n:
+            assert n == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_unreadable_load_keeps_every_core(monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("no /proc")
+    monkeypatch.setattr(threads, "open", fail, raising=False)
+    monkeypatch.setattr(threads, "_cores", lambda: 3)
+    monkeypatch.setattr(threads, "_last", (-1.0, 0))
+    assert threads.free_cores() == 3
