@@ -100,8 +100,11 @@ def _sections(markdown: str) -> list[tuple[str, str]]:
 
 def speed_block(results: Path) -> str:
     """Fit-and-query time against Scott KDE (from the accuracy run) and the speed sections of the
-    sampler, scale and integration benchmarks, copied from their result files."""
+    sampler, scale and integration benchmarks, copied from their result files; first the table of
+    speed.md (benchmarks/speed.py: against gaussian_kde and GaussianMixture-BIC, quiet and loaded)."""
     parts = []
+    if (results / "speed.md").is_file():
+        parts += [_whole_file(results, ("speed",)), ""]
     report, stem = _load_accuracy(results)
     if report is not None:
         parts += [f"Wall time per task (fit on n samples, then 2 x {report['rows'][0]['row']['queries']} queries), "

@@ -7,6 +7,10 @@ fit or query to the cores that are free: the cores this process may use minus th
 kernel's instantaneous count in /proc/loadavg), at least one, at most the count set before. On systems without
 /proc/loadavg, or when the user has set the count, nothing changes beyond that cap.
 
+The price: torch's reductions depend on the thread count, so two fits of the same data made under different
+loads can differ in the last bits (about 1e-16 relative). `set_policy("fixed")` (or the environment variable
+DISCO_PLUG_THREADS=fixed) keeps torch's own count for every call, and with it bit-identical repeats.
+
 Measured on this project's 2-core machine, fit + 512 queries at d = 2, n = 1024 (benchmarks/speed.py has the
 current figures): quiet 0.44 s with 2 threads; with a busy process on each core 2.03 s with 2 threads
 (4.6x) and 1.23 s with 1 thread (2.8x).
@@ -21,10 +25,24 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["free_cores", "load_aware_threads"]
+__all__ = ["free_cores", "load_aware_threads", "set_policy", "POLICIES"]
 
 _CHECK_EVERY = 0.5  # seconds between readings of /proc/loadavg (MCMC makes thousands of small queries)
 _last: tuple[float, int] = (-1.0, 0)
+POLICIES = ("load", "fixed")
+_policy = os.environ.get("DISCO_PLUG_THREADS", "load")
+if _policy not in POLICIES:
+    raise ValueError(f"DISCO_PLUG_THREADS must be one of {', '.join(POLICIES)}, got {_policy!r}")
+
+
+def set_policy(policy: str) -> str:
+    """"load" (the default): fits and queries use the free cores (module docstring); "fixed": torch's own
+    thread count, bit-identical results for repeated calls. Returns the previous policy."""
+    global _policy
+    if policy not in POLICIES:
+        raise ValueError(f"unknown thread policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    previous, _policy = _policy, policy
+    return previous
 
 
 def _cores() -> int:
@@ -53,9 +71,10 @@ def free_cores() -> int:
 
 @contextlib.contextmanager
 def load_aware_threads() -> Iterator[int]:
-    """Run the block with torch's intra-op threads lowered to free_cores() (never raised); yields the count."""
+    """Run the block with torch's intra-op threads lowered to free_cores() (never raised; unchanged under the
+    "fixed" policy); yields the count."""
     before = torch.get_num_threads()
-    threads = max(1, min(before, free_cores()))
+    threads = before if _policy == "fixed" else max(1, min(before, free_cores()))
     if threads == before:
         yield threads
         return

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from disco_plug import threads
 from disco_plug.columns import GridValuedColumnsWarning
 
 @pytest.fixture(scope="module")
@@ -157,12 +158,33 @@ def test_outputs_are_finite_or_the_error_is_named(estimator, d, n, seed, special
 
 
 # -- determinism ------------------------------------------------------------------------------------
-def test_same_input_gives_bit_identical_estimates(estimator):
+def test_same_input_gives_bit_identical_estimates_under_the_fixed_thread_policy(estimator):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(1500, 3)), rng.normal(size=(50, 3))  # n > context_keys: the key subset too
-    a = estimator.fit(x).log_density_and_score(y)
-    b = estimator.fit(x.copy()).log_density_and_score(y.copy())
+    previous = threads.set_policy("fixed")
+    try:
+        a = estimator.fit(x).log_density_and_score(y)
+        b = estimator.fit(x.copy()).log_density_and_score(y.copy())
+    finally:
+        threads.set_policy(previous)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_fits_under_different_loads_agree_to_rounding(estimator, monkeypatch):
+    # The "load" policy: one fit with every core free, one with a single free core (other thread counts).
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(1500, 3)), rng.normal(size=(50, 3))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(threads, "free_cores", lambda: 2)
+        a = estimator.fit(x).log_density_and_score(y)
+        monkeypatch.setattr(threads, "free_cores", lambda: 1)
+        b = estimator.fit(x.copy()).log_density_and_score(y.copy())
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(b[0], a[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b[1], a[1], rtol=1e-10, atol=1e-12)
 
 
 def test_same_generator_seed_gives_identical_samples_and_adaptation(estimator):

@@ -1,5 +1,6 @@
 """Load-aware intra-op threads (disco_plug.threads)."""
 
+import pytest
 import torch
 
 from disco_plug import threads
@@ -44,3 +45,18 @@ def test_unreadable_load_keeps_every_core(monkeypatch):
     monkeypatch.setattr(threads, "_cores", lambda: 3)
     monkeypatch.setattr(threads, "_last", (-1.0, 0))
     assert threads.free_cores() == 3
+
+
+def test_fixed_policy_keeps_torch_threads_and_bad_policies_are_refused(monkeypatch, tmp_path):
+    before = torch.get_num_threads()
+    previous = threads.set_policy("fixed")
+    try:
+        torch.set_num_threads(2)
+        _fake_load(monkeypatch, tmp_path, running=9, cores=2)
+        with threads.load_aware_threads() as n:
+            assert n == 2 and torch.get_num_threads() == 2
+    finally:
+        threads.set_policy(previous)
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="unknown thread policy 'fast'"):
+        threads.set_policy("fast")
