@@ -52,8 +52,28 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _own_runnable() -> int:
+    """Threads of this process that are runnable now (this one and torch's workers, which spin for a while
+    after each parallel region), from /proc/self/task/*/stat; 1 where that cannot be read."""
+    count = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended between the listing and the read
+            continue
+        count += stat[stat.rindex(")") + 2] == "R"
+    return max(1, count)
+
+
 def free_cores() -> int:
-    """Cores not taken by other runnable tasks, at least 1 (all cores where the load cannot be read)."""
+    """Cores not taken by other processes' runnable tasks, at least 1 (all cores where the load cannot be
+    read). This process's own runnable threads do not count: torch's workers still spin from the last
+    parallel region when a fit follows a fit, and counting them halved the threads of every second call."""
     global _last
     now = time.monotonic()
     if now - _last[0] < _CHECK_EVERY:
@@ -61,8 +81,8 @@ def free_cores() -> int:
     cores = _cores()
     try:
         with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])  # runnable tasks now, this one included
-        free = max(1, cores - max(0, running - 1))
+            running = int(f.read().split()[3].split("/")[0])  # runnable tasks now, ours included
+        free = max(1, cores - max(0, running - _own_runnable()))
     except (OSError, ValueError, IndexError):
         free = cores
     _last = (now, free)
