@@ -182,7 +182,7 @@ def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy: Tensor) -> Tensor:
     if not bool(heavy.any()):
         return gaussian
     grid = torch.tensor(DOF_GRID, dtype=resp.dtype, device=resp.device)  # (G,)
-    ll = (resp[..., None] * (_log_const(grid, d) + _kernel(delta[..., None], grid, d))).sum(1)  # (B, K, G)
+    ll = torch.stack([(resp * (_log_const(g, d) + _kernel(delta, g, d))).sum(1) for g in grid], -1)  # (B, K, G)
     price = 0.5 * torch.log(resp.sum(1).clamp_min(1.0))  # (B, K)
     ll = ll - torch.where(grid < GAUSSIAN_DOF, 1.0, 0.0) * price[..., None]
     return torch.where(heavy[:, None], grid[ll.argmax(-1)], gaussian)
