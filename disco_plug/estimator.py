@@ -22,7 +22,7 @@ from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWar
                       find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
 from .config import ModelConfig
-from .mixture import convolve_mixture
+from .mixture import convolve_mixture, refine_mixture
 from .model import ContextCache, DiScoFormer
 from .threads import load_aware_threads
 from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
@@ -229,6 +229,50 @@ class FittedEstimator:
         if total == 0.0:
             return clean
         return FittedEstimator(self.estimator, self.samples, self._spec, noise_std=total, clean=clean)
+
+    def update(self, samples: Any, *, iters: int = 2) -> "FittedEstimator":
+        """The fit of a sample set that evolved from this one (particles that moved a little, draws added
+        or removed: any n), warm-started from this fit, for particle methods and sequential Monte Carlo.
+
+        The whitening and every KDE are those of the new samples (they cost no fitting). Each EM mixture
+        keeps its number of components and takes `iters` EM steps on the new samples from this fit's
+        components, moved to the new whitened frame (mixture.refine_mixture); the stacking weights
+        (which estimate counts how much) are kept. So it skips the splitting path, the model choice and
+        the held-out fits that make up most of `fit`'s cost; call `fit` again when the set has changed
+        in kind (new modes, much larger n). Samples are validated as in `fit`; where either set lies on
+        an affine subspace, or the gated blend is in use, this is a full `fit` of the new samples.
+        A noised fit (`convolved`) updates its clean fit and convolves the result again."""
+        if self._clean is not None:
+            return self._clean.update(samples, iters=iters).convolved(self.noise_std)
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+            raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+        est = self.estimator
+        if hasattr(samples, "columns"):
+            samples = samples.to_numpy()
+        x, spec = as_points(samples, "samples", max_dim=est.config.max_dim, device=self.device)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"samples have {x.shape[1]} columns; this fit has {self.dim}: use fit for a new set")
+        check_samples(x, "samples")
+        if self.hull is not None or est.config.blend != "stacked" or find_affine_hull(x) is not None:
+            return est.fit(samples)
+        new = FittedEstimator(est, x, spec)
+        old, cache = self.whitening, self.cache
+        w = new.whitening
+        to_frame = torch.linalg.solve(old.matrix, w.matrix)  # old whitened frame -> the new one
+        shift = ((old.mean - w.mean)[:, None] @ w.matrix)  # (1, 1, d)
+        c = est.config
+        heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
+        x_new = new._whitened_context().to(torch.float64)
+        axes = w.data_axes() if c.mixture_axes else None
+        mixtures = []
+        with torch.no_grad(), load_aware_threads():
+            for mix, t in zip(cache.mixtures, heavy):
+                moved = convolve_mixture(mix, to_frame, torch.zeros_like(to_frame))
+                moved = moved._replace(means=moved.means + shift)
+                mixtures.append(refine_mixture(moved, x_new, iters, prior=c.mixture_prior_scale * (self.dim + 2),
+                                               heavy_tails=t, axes=axes))
+            new._cache = new.network.encode(new._whitened_context(), mixtures=tuple(mixtures), weights=cache.weights)
+        return new
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

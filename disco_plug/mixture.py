@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixture_sets", "fit_mixtures", "mixture_log_density_and_score",
-           "mixture_log_weights", "path_subset", "sample_mixture"]
+           "mixture_log_weights", "path_subset", "refine_mixture", "sample_mixture"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 COMMON_AXES_MAX_DIM = 32  # fit_mixtures' common-axes family above this d costs ~10 s per context (d = 100)
@@ -573,6 +573,44 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
             t[r] = part
         out.append(Mixture(*fill, params[:, j]))
     return tuple(out), deviance, params
+
+
+def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_tails: bool,
+                   axes: Tensor | None = None) -> Mixture:
+    """A warm-started refit of fitted mixtures mix (B, K) to points x (B, n, d) that moved or changed in
+    number: `iters` EM steps from mix's components, with the same K (no splitting path, no model
+    choice) and the shrinkage prior of the fit (fit_mixture_sets' prior). heavy_tails: the components'
+    degrees of freedom are chosen again on DOF_GRID at every step (else they stay Gaussian).
+
+    axes (B, d, d): the data's standardized axes (Whitening.data_axes). A mixture whose covariances are
+    diagonal in those coordinates (fit_mixture_sets' diagonal family) keeps diagonal covariances there;
+    every other one is refined with full covariances (the common-axes family's shared axes are not
+    kept). Returns float64 mixtures with mix's parameter counts (K does not change)."""
+    if iters < 0:
+        raise ValueError(f"iters must be non-negative, got {iters}")
+    x64 = x.detach().to(torch.float64)
+    b, n, d = x64.shape
+    mix = Mixture(*(None if t is None else t.to(torch.float64) for t in mix))
+    if axes is not None:  # refine in the standardized coordinates z = x @ axes
+        axes = axes.to(x64)
+        x64, mix = x64 @ axes, convolve_mixture(mix, axes, torch.zeros_like(axes))
+    precision = mix.prec_chol @ mix.prec_chol.transpose(-1, -2)
+    active = torch.isfinite(mix.log_norm)
+    eye = torch.eye(d, dtype=x64.dtype, device=x64.device)
+    precision = torch.where(active[..., None, None], precision, eye)  # unused slots: any valid matrix
+    cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    diagonal = (off.abs().amax((-1, -2)) <= 1e-9 * torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1))
+    diagonal = (diagonal | ~active).all(-1) & torch.tensor(axes is not None and d > 1, device=x64.device)
+    false = torch.zeros(b, dtype=torch.bool, device=x64.device)
+    family = _Family(false | heavy_tails, diagonal, false)
+    log_w, means, cov, dof, _, _, _ = _em(x64, mixture_log_weights(mix), mix.means, cov, mix.dof, active,
+                                          float(prior), iters, family)
+    _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
+    out = Mixture(log_norm, means, prec_chol, dof, mix.params)
+    if axes is not None:
+        out = convolve_mixture(out, torch.linalg.inv(axes), torch.zeros_like(axes))
+    return out
 
 
 def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **kwargs) -> Mixture:
