@@ -22,7 +22,7 @@ from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWar
                       find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
 from .config import ModelConfig
-from .mixture import convolve_mixture, refine_mixture
+from .mixture import convolve_mixture, mixture_log_density_and_score, refine_mixture
 from .model import ContextCache, DiScoFormer
 from .threads import load_aware_threads
 from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
@@ -142,6 +142,9 @@ class FittedEstimator:
         else:
             self.whitening = fit_whitening(samples[None], estimator.config.whiten_eps, noise_var=noise_std**2)
         self._cache: ContextCache | None = None
+        # Per mixture, the coordinates (in this fit's whitened frame) of its diagonal and common-axes
+        # families: the data's standardized axes and raw frame after a fit, those carried along by `update`.
+        self._frames: tuple[tuple[Tensor, Tensor], ...] | None = None
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -256,23 +259,45 @@ class FittedEstimator:
         if self.hull is not None or est.config.blend != "stacked" or find_affine_hull(x) is not None:
             return est.fit(samples)
         new = FittedEstimator(est, x, spec)
-        old, cache = self.whitening, self.cache
-        w = new.whitening
-        to_frame = torch.linalg.solve(old.matrix, w.matrix)  # old whitened frame -> the new one
-        shift = ((old.mean - w.mean)[:, None] @ w.matrix)  # (1, 1, d)
-        c = est.config
+        cache, c = self.cache, est.config
         heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
-        x_new = new._whitened_context().to(torch.float64)
-        axes = w.data_axes() if c.mixture_axes else None
-        mixtures = []
+        y_old = self._whitened_context().to(torch.float64)
+        y_new = new._whitened_context().to(torch.float64)
+        moves = _frame_moves(self.whitening, new.whitening, y_old, y_new)
+        common = c.mixture_common_axes and self.whitening.frame_is_well_scaled()  # as in `cache`
+        mixtures, frames = [], []
         with torch.no_grad(), load_aware_threads():
-            for mix, t in zip(cache.mixtures, heavy):
-                moved = convolve_mixture(mix, to_frame, torch.zeros_like(to_frame))
-                moved = moved._replace(means=moved.means + shift)
-                mixtures.append(refine_mixture(moved, x_new, iters, prior=c.mixture_prior_scale * (self.dim + 2),
-                                               heavy_tails=t, axes=axes))
+            for i, (mix, t) in enumerate(zip(cache.mixtures, heavy)):
+                # The start: this fit's mixture carried by whichever move makes the new samples likeliest.
+                best = None
+                for linear, shift in moves:
+                    try:
+                        moved = convolve_mixture(mix, linear, torch.zeros_like(linear))
+                    except torch.linalg.LinAlgError:
+                        continue
+                    moved = moved._replace(means=moved.means + shift)
+                    fit = float(mixture_log_density_and_score(moved, y_new)[0].mean())
+                    if math.isfinite(fit) and (best is None or fit > best[0]):
+                        best = (fit, moved, linear)
+                if best is None:  # no move gives a valid start (cannot happen with the data-space one)
+                    return est.fit(samples)
+                _, moved, linear = best
+                # The family's coordinates move with the mixture: z = y_old @ m = (y_new - shift) @ linear^-1 @ m.
+                carried = tuple(torch.linalg.solve(linear, m) for m in self._mixture_frames(i))
+                frames.append(carried)
+                axes, frame = carried
+                mixtures.append(refine_mixture(moved, y_new, iters, prior=c.mixture_prior_scale * (self.dim + 2),
+                                               heavy_tails=t, axes=axes if c.mixture_axes else None,
+                                               frame=frame if common else None))
+            new._frames = tuple(frames)
             new._cache = new.network.encode(new._whitened_context(), mixtures=tuple(mixtures), weights=cache.weights)
         return new
+
+    def _mixture_frames(self, i: int) -> tuple[Tensor, Tensor]:
+        """The coordinates of mixture i's diagonal and common-axes families in this fit's whitened frame."""
+        if self._frames is None:
+            return self.whitening.data_axes(), self.whitening.raw_frame()
+        return self._frames[i]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -476,6 +501,22 @@ class FittedEstimator:
         log_q = log_t if not own else torch.logaddexp(math.log1p(-alpha) + log_t, math.log(alpha) + log_p)
         ratio = torch.exp(log_p - log_q)
         return float(ratio.mean()), float(ratio.std() / math.sqrt(num))
+
+
+def _frame_moves(old: Whitening, new: Whitening, y_old: Tensor, y_new: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Candidate maps y_new ~ y_old @ linear + shift between two fits' whitened frames, for carrying a
+    fitted mixture from one to the other (FittedEstimator.update): the density fixed in the data's own
+    space (the same x in both frames), the density fixed in the whitened frame (it moves with the samples'
+    mean and covariance), and, for sets of the same size, the least-squares affine motion of the points,
+    row by row (particles that keep their order; exact for an affine flow)."""
+    eye = torch.eye(y_old.shape[-1], dtype=y_old.dtype, device=y_old.device)[None]
+    moves = [(torch.linalg.solve(old.matrix, new.matrix), ((old.mean - new.mean)[:, None] @ new.matrix)),
+             (eye, torch.zeros_like(y_new[:, :1]))]
+    if y_old.shape == y_new.shape:  # both sets are centred in their frames: no shift
+        linear = torch.linalg.lstsq(y_old, y_new).solution
+        if bool(torch.isfinite(linear).all()) and float(torch.linalg.svdvals(linear).min()) > 1e-6:
+            moves.append((linear, torch.zeros_like(y_new[:, :1])))
+    return moves
 
 
 def load(path: str | Path | None = None, *, sha256: str | None = None, blend: str | None = None) -> Estimator:

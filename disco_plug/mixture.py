@@ -576,41 +576,61 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
 
 
 def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_tails: bool,
-                   axes: Tensor | None = None) -> Mixture:
+                   axes: Tensor | None = None, frame: Tensor | None = None) -> Mixture:
     """A warm-started refit of fitted mixtures mix (B, K) to points x (B, n, d) that moved or changed in
     number: `iters` EM steps from mix's components, with the same K (no splitting path, no model
     choice) and the shrinkage prior of the fit (fit_mixture_sets' prior). heavy_tails: the components'
     degrees of freedom are chosen again on DOF_GRID at every step (else they stay Gaussian).
 
-    axes (B, d, d): the data's standardized axes (Whitening.data_axes). A mixture whose covariances are
-    diagonal in those coordinates (fit_mixture_sets' diagonal family) keeps diagonal covariances there;
-    every other one is refined with full covariances (the common-axes family's shared axes are not
-    kept). Returns float64 mixtures with mix's parameter counts (K does not change)."""
+    The covariance family of the fit is kept where it can be read off the components: with axes (B, d, d)
+    (the coordinates of fit_mixture_sets' diagonal family), covariances diagonal there stay diagonal; with
+    frame (B, d, d) (those of its common-axes family), covariances sharing their principal axes there keep
+    shared axes (refined from those); every other mixture is refined with full covariances. Returns
+    float64 mixtures with mix's parameter counts (K does not change)."""
     if iters < 0:
         raise ValueError(f"iters must be non-negative, got {iters}")
     x64 = x.detach().to(torch.float64)
     b, n, d = x64.shape
     mix = Mixture(*(None if t is None else t.to(torch.float64) for t in mix))
-    if axes is not None:  # refine in the standardized coordinates z = x @ axes
-        axes = axes.to(x64)
-        x64, mix = x64 @ axes, convolve_mixture(mix, axes, torch.zeros_like(axes))
-    precision = mix.prec_chol @ mix.prec_chol.transpose(-1, -2)
     active = torch.isfinite(mix.log_norm)
-    eye = torch.eye(d, dtype=x64.dtype, device=x64.device)
-    precision = torch.where(active[..., None, None], precision, eye)  # unused slots: any valid matrix
-    cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))
-    off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
-    diagonal = (off.abs().amax((-1, -2)) <= 1e-9 * torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1))
-    diagonal = (diagonal | ~active).all(-1) & torch.tensor(axes is not None and d > 1, device=x64.device)
-    false = torch.zeros(b, dtype=torch.bool, device=x64.device)
-    family = _Family(false | heavy_tails, diagonal, false)
-    log_w, means, cov, dof, _, _, _ = _em(x64, mixture_log_weights(mix), mix.means, cov, mix.dof, active,
-                                          float(prior), iters, family)
-    _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
-    out = Mixture(log_norm, means, prec_chol, dof, mix.params)
+    eye = torch.eye(d, dtype=x64.dtype, device=x64.device).expand(b, d, d)
+
+    def covariances(m: Tensor) -> Tensor:  # (B, K, d, d) in the coordinates z = x @ m
+        z = convolve_mixture(mix, m, torch.zeros_like(m))
+        precision = z.prec_chol @ z.prec_chol.transpose(-1, -2)
+        precision = torch.where(active[..., None, None], precision, torch.eye(d, dtype=x64.dtype, device=x64.device))
+        return torch.cholesky_inverse(torch.linalg.cholesky(precision))
+
+    def diagonal_in(cov: Tensor) -> Tensor:  # (B,): every used covariance diagonal
+        off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+        small = off.abs().amax((-1, -2)) <= 1e-7 * torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1)
+        return (small | ~active).all(-1)
+
+    none = torch.zeros(b, dtype=torch.bool, device=x64.device)
+    diagonal = diagonal_in(covariances(axes.to(x64))) if axes is not None and d > 1 else none
+    common, shared = none, eye
+    if frame is not None and d > 1:
+        cov = covariances(frame.to(x64))
+        # The eigenvectors of a generic combination of covariances with common axes diagonalize each one.
+        slot = torch.arange(1, cov.shape[1] + 1, dtype=cov.dtype, device=cov.device).sqrt()
+        shared = torch.linalg.eigh((cov * (slot * active)[..., None, None]).sum(1))[1]
+        turned = shared.transpose(-1, -2)[:, None] @ cov @ shared[:, None]
+        common = diagonal_in(turned) & ~diagonal & (active.sum(-1) > 1)
+    coords = eye
     if axes is not None:
-        out = convolve_mixture(out, torch.linalg.inv(axes), torch.zeros_like(axes))
-    return out
+        coords = torch.where(diagonal[:, None, None], axes.to(x64), coords)
+    if frame is not None:
+        coords = torch.where(common[:, None, None], frame.to(x64), coords)
+    z = convolve_mixture(mix, coords, torch.zeros_like(coords))
+    precision = z.prec_chol @ z.prec_chol.transpose(-1, -2)
+    precision = torch.where(active[..., None, None], precision, torch.eye(d, dtype=x64.dtype, device=x64.device))
+    cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    family = _Family(none | heavy_tails, diagonal, common)
+    log_w, means, cov, dof, _, _, _ = _em(x64 @ coords, mixture_log_weights(z), z.means, cov, z.dof, active,
+                                          float(prior), iters, family, shared if bool(common.any()) else None)
+    _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
+    back = torch.linalg.inv(coords)
+    return convolve_mixture(Mixture(log_norm, means, prec_chol, dof, mix.params), back, torch.zeros_like(back))
 
 
 def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **kwargs) -> Mixture:
