@@ -101,10 +101,12 @@ def _sections(markdown: str) -> list[tuple[str, str]]:
 def speed_block(results: Path) -> str:
     """Fit-and-query time against Scott KDE (from the accuracy run) and the speed sections of the
     sampler, scale and integration benchmarks, copied from their result files; first the table of
-    speed.md (benchmarks/speed.py: against gaussian_kde and GaussianMixture-BIC, quiet and loaded)."""
+    speed.md (benchmarks/speed.py: against gaussian_kde and GaussianMixture-BIC, quiet and loaded) and of
+    update.md (benchmarks/update.py: warm-started updates of an evolving sample set)."""
     parts = []
-    if (results / "speed.md").is_file():
-        parts += [_whole_file(results, ("speed",)), ""]
+    for stem in ("speed", "update"):  # update.md: benchmarks/update.py, fitted.update against fit
+        if (results / f"{stem}.md").is_file():
+            parts += [_whole_file(results, (stem,)), ""]
     report, stem = _load_accuracy(results)
     if report is not None:
         parts += [f"Wall time per task (fit on n samples, then 2 x {report['rows'][0]['row']['queries']} queries), "
