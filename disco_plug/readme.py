@@ -102,9 +102,10 @@ def speed_block(results: Path) -> str:
     """Fit-and-query time against Scott KDE (from the accuracy run) and the speed sections of the
     sampler, scale and integration benchmarks, copied from their result files; first the table of
     speed.md (benchmarks/speed.py: against gaussian_kde and GaussianMixture-BIC, quiet and loaded) and of
-    update.md (benchmarks/update.py: warm-started updates of an evolving sample set)."""
+    update.md (benchmarks/update.py: warm-started updates of an evolving sample set) and latency.md
+    (benchmarks/latency.py: single-point queries)."""
     parts = []
-    for stem in ("speed", "update"):  # update.md: benchmarks/update.py, fitted.update against fit
+    for stem in ("speed", "update", "latency"):  # benchmarks/speed.py, update.py (fitted.update), latency.py
         if (results / f"{stem}.md").is_file():
             parts += [_whole_file(results, (stem,)), ""]
     report, stem = _load_accuracy(results)
