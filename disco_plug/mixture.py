@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixture_sets", "fit_mixtures", "mixture_log_density_and_score",
-           "mixture_log_weights", "path_subset", "refine_mixture", "sample_mixture"]
+           "mixture_log_weights", "path_subset", "refine_mixture", "sample_mixture", "stack_mixtures"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 COMMON_AXES_MAX_DIM = 32  # fit_mixtures' common-axes family above this d costs ~10 s per context (d = 100)
@@ -479,6 +479,14 @@ def _padded(mix: Mixture, other: Mixture) -> Mixture:
     k = max(mix.means.shape[1], other.means.shape[1])
     return Mixture(_pad(mix.log_norm, k, -math.inf), _pad(mix.means, k, 0.0), _pad(mix.prec_chol, k, 1.0),
                    _pad(mix.dof, k, GAUSSIAN_DOF), mix.params)
+
+
+def stack_mixtures(mixtures: list[Mixture]) -> Mixture:
+    """Mixtures (B, K_i) as one batch (sum of B, max K_i), in order, padded with unused slots (no params)."""
+    k = max(mix.means.shape[1] for mix in mixtures)
+    fills = (-math.inf, 0.0, 1.0, GAUSSIAN_DOF)
+    return Mixture(*(torch.cat([_pad(t, k, fill) for t in parts]) for parts, fill in
+                     zip(zip(*(mix[:4] for mix in mixtures)), fills)))
 
 
 def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: _Family, max_components: int,

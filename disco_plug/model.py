@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .kde import isotropic_kde, scott_factor
-from .mixture import Mixture, fit_mixture_sets, mixture_log_density_and_score, path_subset, sample_mixture
+from .mixture import (Mixture, fit_mixture_sets, mixture_log_density_and_score, path_subset, sample_mixture,
+                      stack_mixtures)
 from .stacking import pool_log_density_and_score, stacking_weights
 
 __all__ = ["DiScoFormer", "ContextCache", "gaussian_fit_log_density"]
@@ -450,9 +451,12 @@ class DiScoFormer(nn.Module):
         if any(used[1:1 + f]):
             logs[..., 1:1 + f], scores[..., 1:1 + f, :] = self._stacked_kde_densities(y, cache.points, n,
                                                                                      cache.kernel_noise)
-        for k, mix in enumerate(cache.mixtures):
-            if used[1 + f + k]:
-                logs[..., 1 + f + k], scores[..., 1 + f + k, :] = mixture_log_density_and_score(mix, y)
+        slots = [1 + f + k for k in range(len(cache.mixtures)) if used[1 + f + k]]
+        if slots:  # every used mixture in one pass: they are stacked as extra contexts, padded to one K
+            stacked = stack_mixtures([cache.mixtures[k - 1 - f] for k in slots])
+            log_mix, score_mix = mixture_log_density_and_score(stacked, y.repeat(len(slots), 1, 1))
+            logs[..., slots] = log_mix.unflatten(0, (len(slots), b)).permute(1, 2, 0)
+            scores[..., slots, :] = score_mix.unflatten(0, (len(slots), b)).permute(1, 2, 0, 3)
         return logs, scores
 
     def sample_stacked(self, cache: ContextCache, num: int, generator: torch.Generator | None = None) -> Tensor:
