@@ -258,6 +258,9 @@ class FittedEstimator:
         check_samples(x, "samples")
         if self.hull is not None or est.config.blend != "stacked" or find_affine_hull(x) is not None:
             return est.fit(samples)
+        grid = grid_columns(x)
+        if grid:  # as fit reports them (update has no dequantize: call fit for that)
+            warnings.warn(describe_grid(grid, None), GridValuedColumnsWarning, stacklevel=2)
         new = FittedEstimator(est, x, spec)
         cache, c = self.cache, est.config
         heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)

@@ -114,3 +114,13 @@ def test_update_keeps_the_fitted_covariance_families(estimator):
     fitted = estimator.fit(x)
     gap = (fitted.update(x, iters=2).log_density(held) - fitted.log_density(held)).abs().max()
     assert float(gap) < 1e-3
+
+
+def test_update_reports_grid_valued_columns_as_fit_does(estimator, evolving):
+    import disco_plug
+
+    x, moved, _ = evolving
+    gridded = moved.clone()
+    gridded[:, 1] = torch.round(gridded[:, 1] * 2) / 2  # a 0.5 grid
+    with pytest.warns(disco_plug.GridValuedColumnsWarning, match="1"):
+        estimator.fit(x).update(gridded)
