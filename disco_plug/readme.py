@@ -20,7 +20,8 @@ from typing import Any
 
 from .bench import COLUMNS, WORSE_BEYOND_SE, _fmt, verdict_against_best_kde
 
-__all__ = ["accuracy_block", "speed_block", "mcmc_block", "realdata_block", "sequential_block", "results_block",
+__all__ = ["accuracy_block", "speed_block", "mcmc_block", "realdata_block", "sequential_block", "landau_block",
+           "results_block",
            "render", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +163,11 @@ _REALDATA = (("realdata", "Raw columns, as a user passes them"),
 _REALDATA_SECTIONS = ("Held-out log-likelihood", "Energy ratio", "Fit time")
 
 
+def landau_block(results: Path) -> str:
+    """The table of landau.md (benchmarks/landau.py): the Landau particle method driven by estimated scores."""
+    return _whole_file(results, ("landau",))
+
+
 def realdata_block(results: Path) -> str:
     """The likelihood, sample-quality and fit-time tables of realdata.md and realdata_dequantized.md
     (benchmarks/realdata.py), each with the command and commit that made it."""
@@ -182,7 +188,7 @@ def realdata_block(results: Path) -> str:
 
 
 BLOCKS = {"accuracy": accuracy_block, "speed": speed_block, "mcmc": mcmc_block, "realdata": realdata_block,
-          "sequential": sequential_block, "results": results_block}
+          "sequential": sequential_block, "landau": landau_block, "results": results_block}
 
 
 def render(readme: str, results: Path) -> str:

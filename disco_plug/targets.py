@@ -1,7 +1,8 @@
 """Closed-form test distributions beyond Gaussian mixtures, each with exact log-density, score and sampler:
 the report's out-of-distribution checks (product Laplace, multivariate Student-t) and the shapes MCMC
 meets (a curved banana, Neal's funnel, a bounded Beta product, two separated modes), with their modes'
-log-density (`mode_log_prob`) for the spurious-mode checks of benchmarks/mcmc.py."""
+log-density (`mode_log_prob`) for the spurious-mode checks of benchmarks/mcmc.py; and a time-dependent one,
+the BKW solution of the Landau equation (benchmarks/landau.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Banana", "BetaProduct", "Bimodal", "Funnel", "Laplace", "StudentT"]
+__all__ = ["Banana", "BetaProduct", "Bimodal", "Funnel", "LandauBKW", "Laplace", "StudentT"]
 
 
 @dataclass(frozen=True)
@@ -176,3 +177,76 @@ class Bimodal:
         sign = torch.randint(0, 2, (n,), generator=generator).to(torch.float64) * 2 - 1
         x[:, 0] += sign * self.m
         return x
+
+
+@dataclass(frozen=True)
+class LandauBKW:
+    """The BKW solution of the spatially homogeneous Landau equation with Maxwell molecules, in d = 2 or 3
+    (Bobylev; as in Carrillo, Hu, Wang & Wu 2020, "A particle method for the homogeneous Landau equation"):
+    df/dt = div_v int A(v - w) (f(w) grad f(v) - f(v) grad f(w)) dw, A(z) = C (|z|^2 I - z z^T). With
+    K(t) = 1 - c exp(-rate t), f(t) = N(0, K I) (a + b |v|^2 / (d K)), b = d (1 - K) / (2 K), a = 1 - b:
+    d = 2: C = 1/16, rate = 1/8, c = 1/2, from t0 = 0; d = 3: C = 1/24, rate = 1/6, c = 1, from t0 = 5.5
+    (where a >= 0). Density, score, fourth moment and exact draws at time t; mean 0, unit temperature.
+    (tests/test_targets_landau.py checks by autograd that it solves the equation.)"""
+
+    d: int
+
+    def __post_init__(self) -> None:
+        if self.d not in (2, 3):
+            raise ValueError(f"the BKW solution is given here for d = 2 or 3, got d={self.d}")
+
+    @property
+    def C(self) -> float:
+        """The collision kernel's constant."""
+        return 1 / 16 if self.d == 2 else 1 / 24
+
+    @property
+    def rate(self) -> float:
+        return 1 / 8 if self.d == 2 else 1 / 6
+
+    @property
+    def c(self) -> float:
+        return 0.5 if self.d == 2 else 1.0
+
+    @property
+    def t0(self) -> float:
+        """The earliest time at which f is a density."""
+        return 0.0 if self.d == 2 else 5.5
+
+    def K(self, t: float) -> float:
+        return 1.0 - self.c * math.exp(-self.rate * t)
+
+    def _weights(self, t: float) -> tuple[float, float]:
+        """f = a N(0, K I) + b |v|^2 N(0, K I) / (d K): the weights a, b (a + b = 1)."""
+        K, d = self.K(t), self.d
+        b = d * (1 - K) / (2 * K)
+        return 1.0 - b, b
+
+    def log_density(self, t: float, v: Tensor) -> Tensor:
+        K, d = self.K(t), self.d
+        a, b = self._weights(t)
+        r2 = (v * v).sum(-1)
+        return -0.5 * d * math.log(2 * math.pi * K) - r2 / (2 * K) + torch.log(a + b * r2 / (d * K))
+
+    def score(self, t: float, v: Tensor) -> Tensor:
+        K, d = self.K(t), self.d
+        a, b = self._weights(t)
+        r2 = (v * v).sum(-1, keepdim=True)
+        return -v / K + (2 * b / (d * K)) * v / (a + b * r2 / (d * K))
+
+    def fourth_moment(self, t: float) -> float:
+        K, d = self.K(t), self.d
+        a, b = self._weights(t)
+        m4, m6 = d * (d + 2) * K**2, d * (d + 2) * (d + 4) * K**3  # E|v|^4, E|v|^6 under N(0, K I)
+        return a * m4 + b * m6 / (d * K)
+
+    def sample(self, t: float, n: int, generator: torch.Generator) -> Tensor:
+        K, d = self.K(t), self.d
+        a, _ = self._weights(t)
+        direction = torch.randn(n, d, generator=generator, dtype=torch.float64)
+        direction = direction / direction.norm(dim=1, keepdim=True)
+        chi_d = torch.randn(n, d, generator=generator, dtype=torch.float64).square().sum(1)
+        chi_d2 = chi_d + torch.randn(n, 2, generator=generator, dtype=torch.float64).square().sum(1)
+        gaussian = torch.rand(n, generator=generator, dtype=torch.float64) < a
+        r2 = K * torch.where(gaussian, chi_d, chi_d2)  # |v|^2 N(0, K I) / (d K) has |v|^2 ~ K chi2(d + 2)
+        return direction * r2.sqrt()[:, None]

@@ -1,4 +1,4 @@
-"""benchmarks/landau.py: the BKW solution solves the Landau equation, and the particle method runs."""
+"""benchmarks/landau.py: the particle method runs and tracks the BKW solution on a small case."""
 
 import importlib.util
 import math
@@ -13,48 +13,6 @@ _spec = importlib.util.spec_from_file_location("landau_bench", _PATH)
 landau = importlib.util.module_from_spec(_spec)
 sys.modules["landau_bench"] = landau
 _spec.loader.exec_module(landau)
-
-
-@pytest.mark.parametrize("d", [2, 3])
-def test_bkw_solves_the_landau_equation(d):
-    """df/dt = div(D grad f + C (d - 1) v f) with D(v) = C ((|v|^2 + (d - 1)) I - v v^T): the Maxwell-molecule
-    operator for a density of mean 0 and unit temperature, checked by autograd against a time derivative."""
-    bkw = landau.BKW(d)
-    t = bkw.t0 + 1.3
-    v = torch.randn(64, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64) * 1.5
-    v.requires_grad_(True)
-    f = bkw.log_density(t, v).exp()
-    grad = torch.autograd.grad(f.sum(), v, create_graph=True)[0]
-    r2 = (v * v).sum(-1, keepdim=True)
-    flux = bkw.C * ((r2 + d - 1) * grad - v * (v * grad).sum(-1, keepdim=True)) + bkw.C * (d - 1) * v * f[:, None]
-    div = sum(torch.autograd.grad(flux[:, i].sum(), v, retain_graph=True)[0][:, i] for i in range(d))
-    h = 1e-5
-    with torch.no_grad():
-        dfdt = (bkw.log_density(t + h, v).exp() - bkw.log_density(t - h, v).exp()) / (2 * h)
-    torch.testing.assert_close(div.detach(), dfdt, rtol=1e-5, atol=1e-9)
-
-
-@pytest.mark.parametrize("d", [2, 3])
-def test_bkw_score_density_and_draws_agree(d):
-    bkw = landau.BKW(d)
-    t = bkw.t0 + 2.0
-    v = torch.randn(32, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64).requires_grad_(True)
-    grad = torch.autograd.grad(bkw.log_density(t, v).sum(), v)[0]
-    torch.testing.assert_close(bkw.score(t, v.detach()), grad)
-    n = 200_000
-    x = bkw.sample(t, n, torch.Generator().manual_seed(1))
-    r2 = (x * x).sum(1)
-    assert abs(float(r2.mean()) - d) < 4 * float(r2.std()) / math.sqrt(n)  # unit temperature
-    m4 = r2.square()
-    assert abs(float(m4.mean()) - bkw.fourth_moment(t)) < 4 * float(m4.std()) / math.sqrt(n)
-
-
-def test_landau_velocity_conserves_momentum_and_energy():
-    g = torch.Generator().manual_seed(3)
-    v, s = torch.randn(300, 3, generator=g, dtype=torch.float64), torch.randn(300, 3, generator=g, dtype=torch.float64)
-    u = landau.landau_velocity(v, s, 1 / 24, chunk=128)
-    assert float(u.sum(0).abs().max()) < 1e-12  # d/dt sum v_i
-    assert abs(float((v * u).sum())) < 1e-12  # d/dt sum |v_i|^2 / 2
 
 
 def test_particle_method_with_updates_runs_and_tracks_the_solution(estimator):

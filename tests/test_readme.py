@@ -83,7 +83,7 @@ def test_realdata_block_copies_the_three_tables_of_each_protocol(tmp_path):
 
 def test_missing_results_and_missing_markers(tmp_path):
     text = readme.render(README, tmp_path)
-    assert text.count("No benchmark results yet") == 6  # accuracy, speed, mcmc, realdata, sequential, results list
+    assert text.count("No benchmark results yet") == 7  # accuracy, speed, mcmc, realdata, sequential, landau, results
     with pytest.raises(ValueError, match="BEGIN GENERATED: accuracy"):
         readme.render("# no markers\n", tmp_path)
 
