@@ -17,7 +17,7 @@ NOTEBOOKS = sorted(DEMOS.glob("*.ipynb"))
 REQUIRES = {"01_quickstart": ["sklearn"], "02_digits": ["sklearn"], "03_pyro_bayesian_updating": ["pyro"],
             "04_blackjax": ["jax", "blackjax"], "05_diffusers": ["diffusers", "sklearn"],
             "06_numpyro_bayesian_updating": ["jax", "numpyro", "statsmodels"],
-            "07_pymc_bayesian_updating": ["pymc", "statsmodels"]}
+            "07_pymc_bayesian_updating": ["pymc", "statsmodels"], "08_landau_particles": []}
 # Runs first in the kernel: any warning raised by a notebook cell becomes an error, as in the test suite.
 # One exception: ipykernel's own shutdown path warns about its do_shutdown signature after the last cell.
 STRICT_CELL = """import warnings
