@@ -238,9 +238,13 @@ class FittedEstimator:
         or removed: any n), warm-started from this fit, for particle methods and sequential Monte Carlo.
 
         The whitening and every KDE are those of the new samples (they cost no fitting). Each EM mixture
-        keeps its number of components and takes `iters` EM steps on the new samples from this fit's
-        components, moved to the new whitened frame (mixture.refine_mixture); the stacking weights
-        (which estimate counts how much) are kept. So it skips the splitting path, the model choice and
+        keeps its number of components and its covariance family, is carried to the new whitened frame by
+        the move under which the new samples are likeliest (the density fixed in data space, fixed in the
+        whitened frame, or moved by the points' least-squares affine motion when n is unchanged and the
+        rows are the same particles: _frame_moves), and takes `iters` EM steps on the new samples from
+        there (mixture.refine_mixture); the stacking weights (which estimate counts how much) are kept.
+        With iters=0 an affine motion of the particles gives exactly the fit of the moved set (for a
+        shift and a common scale, to which `fit` is equivariant). So it skips the splitting path, the model choice and
         the held-out fits that make up most of `fit`'s cost; call `fit` again when the set has changed
         in kind (new modes, much larger n). Samples are validated as in `fit`; where either set lies on
         an affine subspace, or the gated blend is in use, this is a full `fit` of the new samples.
