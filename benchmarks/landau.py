@@ -19,7 +19,6 @@ Run: python benchmarks/landau.py [--quick]    Writes benchmarks/results/landau.m
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 import time

@@ -96,13 +96,7 @@ class Estimator:
 
         Raises ValueError for NaN/inf, a wrong shape, d outside 1..max_dim, fewer than two points or all
         points equal."""
-        if names is None and hasattr(samples, "columns"):
-            names = [str(c) for c in samples.columns]
-            samples = samples.to_numpy()
-        x, spec = as_points(samples, "samples", max_dim=self.config.max_dim)
-        if names is not None and len(names) != x.shape[1]:
-            raise ValueError(f"names has {len(names)} entries for {x.shape[1]} columns")
-        check_samples(x, "samples")
+        x, spec, names = self._read_samples(samples, names)
         grid = grid_columns(x)
         if grid and dequantize:
             gen = torch.Generator().manual_seed(0) if generator is None else generator
@@ -113,6 +107,19 @@ class Estimator:
         if hull is not None:
             warnings.warn(hull.describe(names), DegenerateSamplesWarning, stacklevel=2)
         return FittedEstimator(self, x, spec, hull=hull)
+
+    def _read_samples(self, samples: Any, names: list[str] | None,
+                      device: torch.device | None = None) -> tuple[Tensor, ArraySpec, list[str] | None]:
+        """Validated float64 samples (n, d), their array spec and column names (a DataFrame's by default),
+        as `fit` and `FittedEstimator.update` take them."""
+        if names is None and hasattr(samples, "columns"):
+            names = [str(c) for c in samples.columns]
+            samples = samples.to_numpy()
+        x, spec = as_points(samples, "samples", max_dim=self.config.max_dim, device=device)
+        if names is not None and len(names) != x.shape[1]:
+            raise ValueError(f"names has {len(names)} entries for {x.shape[1]} columns")
+        check_samples(x, "samples")
+        return x, spec, names
 
 
 class FittedEstimator:
@@ -254,22 +261,18 @@ class FittedEstimator:
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
             raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
         est = self.estimator
-        if hasattr(samples, "columns"):
-            samples = samples.to_numpy()
-        x, spec = as_points(samples, "samples", max_dim=est.config.max_dim, device=self.device)
+        x, spec, names = est._read_samples(samples, None, device=self.device)
         if x.shape[1] != self.dim:
             raise ValueError(f"samples have {x.shape[1]} columns; this fit has {self.dim}: use fit for a new set")
-        check_samples(x, "samples")
         if self.hull is not None or est.config.blend != "stacked" or find_affine_hull(x) is not None:
             return est.fit(samples)
         grid = grid_columns(x)
         if grid:  # as fit reports them (update has no dequantize: call fit for that)
-            warnings.warn(describe_grid(grid, None), GridValuedColumnsWarning, stacklevel=2)
+            warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=2)
         new = FittedEstimator(est, x, spec)
         cache, c = self.cache, est.config
         heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
-        y_old = self._whitened_context().to(torch.float64)
-        y_new = new._whitened_context().to(torch.float64)
+        y_old, y_new = self._whitened_context(), new._whitened_context()  # float64: the stacked blend's dtype
         moves = _frame_moves(self.whitening, new.whitening, y_old, y_new)
         common = c.mixture_common_axes and self.whitening.frame_is_well_scaled()  # as in `cache`
         mixtures, frames = [], []
@@ -297,7 +300,7 @@ class FittedEstimator:
                                                heavy_tails=t, axes=axes if c.mixture_axes else None,
                                                frame=frame if common else None))
             new._frames = tuple(frames)
-            new._cache = new.network.encode(new._whitened_context(), mixtures=tuple(mixtures), weights=cache.weights)
+            new._cache = new.network.encode(y_new, mixtures=tuple(mixtures), weights=cache.weights)
         return new
 
     def _mixture_frames(self, i: int) -> tuple[Tensor, Tensor]:

@@ -474,19 +474,22 @@ def _rows(mix: Mixture, rows: slice) -> Mixture:
     return Mixture(*(None if t is None else t[rows] for t in mix))
 
 
-def _padded(mix: Mixture, other: Mixture) -> Mixture:
-    """mix with as many component slots as other (unused slots: -inf weight, unit precision)."""
-    k = max(mix.means.shape[1], other.means.shape[1])
+def _pad_mixture(mix: Mixture, k: int) -> Mixture:
+    """mix with k component slots (unused slots: -inf weight, unit precision, Gaussian)."""
     return Mixture(_pad(mix.log_norm, k, -math.inf), _pad(mix.means, k, 0.0), _pad(mix.prec_chol, k, 1.0),
                    _pad(mix.dof, k, GAUSSIAN_DOF), mix.params)
+
+
+def _padded(mix: Mixture, other: Mixture) -> Mixture:
+    """mix with as many component slots as other (or its own, if more)."""
+    return _pad_mixture(mix, max(mix.means.shape[1], other.means.shape[1]))
 
 
 def stack_mixtures(mixtures: list[Mixture]) -> Mixture:
     """Mixtures (B, K_i) as one batch (sum of B, max K_i), in order, padded with unused slots (no params)."""
     k = max(mix.means.shape[1] for mix in mixtures)
-    fills = (-math.inf, 0.0, 1.0, GAUSSIAN_DOF)
-    return Mixture(*(torch.cat([_pad(t, k, fill) for t in parts]) for parts, fill in
-                     zip(zip(*(mix[:4] for mix in mixtures)), fills)))
+    padded = [_pad_mixture(mix, k) for mix in mixtures]
+    return Mixture(*(torch.cat(parts) for parts in zip(*(mix[:4] for mix in padded))))
 
 
 def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: _Family, max_components: int,
@@ -603,11 +606,11 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_t
     active = torch.isfinite(mix.log_norm)
     eye = torch.eye(d, dtype=x64.dtype, device=x64.device).expand(b, d, d)
 
-    def covariances(m: Tensor) -> Tensor:  # (B, K, d, d) in the coordinates z = x @ m
+    def in_coords(m: Tensor) -> tuple[Mixture, Tensor]:  # mix and its covariances (B, K, d, d) in z = x @ m
         z = convolve_mixture(mix, m, torch.zeros_like(m))
         precision = z.prec_chol @ z.prec_chol.transpose(-1, -2)
-        precision = torch.where(active[..., None, None], precision, torch.eye(d, dtype=x64.dtype, device=x64.device))
-        return torch.cholesky_inverse(torch.linalg.cholesky(precision))
+        precision = torch.where(active[..., None, None], precision, eye[:, None])  # unused slots: any valid one
+        return z, torch.cholesky_inverse(torch.linalg.cholesky(precision))
 
     def diagonal_in(cov: Tensor) -> Tensor:  # (B,): every used covariance diagonal
         off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
@@ -615,10 +618,10 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_t
         return (small | ~active).all(-1)
 
     none = torch.zeros(b, dtype=torch.bool, device=x64.device)
-    diagonal = diagonal_in(covariances(axes.to(x64))) if axes is not None and d > 1 else none
+    diagonal = diagonal_in(in_coords(axes.to(x64))[1]) if axes is not None and d > 1 else none
     common, shared = none, eye
     if frame is not None and d > 1:
-        cov = covariances(frame.to(x64))
+        cov = in_coords(frame.to(x64))[1]
         # The eigenvectors of a generic combination of covariances with common axes diagonalize each one.
         slot = torch.arange(1, cov.shape[1] + 1, dtype=cov.dtype, device=cov.device).sqrt()
         shared = torch.linalg.eigh((cov * (slot * active)[..., None, None]).sum(1))[1]
@@ -629,10 +632,7 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_t
         coords = torch.where(diagonal[:, None, None], axes.to(x64), coords)
     if frame is not None:
         coords = torch.where(common[:, None, None], frame.to(x64), coords)
-    z = convolve_mixture(mix, coords, torch.zeros_like(coords))
-    precision = z.prec_chol @ z.prec_chol.transpose(-1, -2)
-    precision = torch.where(active[..., None, None], precision, torch.eye(d, dtype=x64.dtype, device=x64.device))
-    cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    z, cov = in_coords(coords)
     family = _Family(none | heavy_tails, diagonal, common)
     log_w, means, cov, dof, _, _, _ = _em(x64 @ coords, mixture_log_weights(z), z.means, cov, z.dof, active,
                                           float(prior), iters, family, shared if bool(common.any()) else None)
