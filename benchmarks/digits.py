@@ -67,7 +67,7 @@ def main() -> None:
         draws = fitted.sample(N_DRAWS, generator=torch.Generator().manual_seed(SEED + 1))
         row = scores(draws, classifier, train, real["nn_distance"])
         row["seconds"] = time.perf_counter() - t0
-        row["weights"] = [round(float(w), 4) for w in fitted.cache.weights[0]]
+        row["weights"] = [round(float(w), 4) for w in fitted.density.weights[0]]
         rows[f"disco_plug{' (dequantize=True)' if dequantize else ''}"] = row
     best = min((GaussianMixture(k, random_state=SEED).fit(train) for k in range(1, 11)), key=lambda g: g.bic(train))
     rows[f"GaussianMixture-BIC (K={best.n_components})"] = scores(best.sample(N_DRAWS)[0], classifier, train,

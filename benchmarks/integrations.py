@@ -30,7 +30,7 @@ import torch
 import disco_plug
 from disco_plug.bench import git_commit, median_ms
 from disco_plug.gmm import GaussianMixture
-from disco_plug.kde import GaussianKDE
+from disco_plug.densities.kde import GaussianKDE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 import disco_plug  # noqa: E402
 from disco_plug.bench import git_commit  # noqa: E402
-from disco_plug.kde import GaussianKDE  # noqa: E402
+from disco_plug.densities.kde import GaussianKDE  # noqa: E402
 from disco_plug.samplers import energy_distance  # noqa: E402
 from disco_plug.targets import Banana, BetaProduct, Bimodal, Funnel, StudentT  # noqa: E402
 

@@ -23,8 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from disco_plug.bench import git_commit  # noqa: E402
 from disco_plug.gmm import random_gmm  # noqa: E402
-from disco_plug.mixture import fit_mixtures, mixture_log_density_and_score  # noqa: E402
-from disco_plug.whitening import fit_whitening  # noqa: E402
+from disco_plug.densities.mixture import mixture_log_density_and_score  # noqa: E402
+from disco_plug.fit.em import fit_mixtures  # noqa: E402
+from disco_plug.fit.whitening import fit_whitening  # noqa: E402
 
 ROWS = [(2, 1024, 32), (5, 1024, 32), (10, 256, 48), (10, 1024, 32), (10, 4096, 16), (20, 1024, 16)]  # (d, n, T)
 

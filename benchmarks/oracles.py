@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from disco_plug.bench import git_commit  # noqa: E402
 from disco_plug.estimator import load  # noqa: E402
 from disco_plug.gmm import GaussianMixture, random_gmm  # noqa: E402
-from disco_plug.kde import GaussianKDE  # noqa: E402
-from disco_plug.mixture import common_axes  # noqa: E402
+from disco_plug.densities.kde import GaussianKDE  # noqa: E402
+from disco_plug.fit.em import common_axes  # noqa: E402
 
 D, N, QUERIES, TASKS, SEED = 10, 256, 256, 48, 17
 STEPS, BURN_IN, THIN = 3000, 1500, 20

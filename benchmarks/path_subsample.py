@@ -2,7 +2,7 @@
 
     python benchmarks/path_subsample.py     # writes benchmarks/results/path_subsample.{md,json}; ~7 min on 2 cores
 
-disco_plug.mixture.fit_mixtures chooses the number of components on an order-free hashed subsample of
+disco_plug.fit.em.fit_mixtures chooses the number of components on an order-free hashed subsample of
 PATH_POINTS points when a context is larger, then takes FULL_DATA_ITERS EM steps on every point. This script
 measures what that costs in accuracy and saves in time: the bundled estimator's relative score MSE (%) and
 fit + 1024 query time per task on random d = 10 GMMs of the report's family (seed 77), with the default and
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from disco_plug import mixture  # noqa: E402
+from disco_plug.fit import em as mixture  # noqa: E402
 from disco_plug.bench import git_commit  # noqa: E402
 from disco_plug.estimator import load  # noqa: E402
 from disco_plug.gmm import random_gmm  # noqa: E402

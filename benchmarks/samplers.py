@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import disco_plug  # noqa: E402
 from disco_plug.bench import git_commit  # noqa: E402
 from disco_plug.gmm import GaussianMixture, random_gmm  # noqa: E402
-from disco_plug.kde import isotropic_kde, scott_factor  # noqa: E402
+from disco_plug.densities.kde import isotropic_kde, scott_factor  # noqa: E402
 from disco_plug.noised import NoisedScore  # noqa: E402
 from disco_plug.samplers import (energy_distance, get_sigmas_geometric, get_sigmas_karras,  # noqa: E402
                                  get_sigmas_vp, memorization_ratio, sample_annealed_langevin,

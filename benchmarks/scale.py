@@ -12,7 +12,7 @@ Time = fit + 1024 queries of the first task (the library's own calls); accuracy 
 
 The KDE libraries return no score. Their score is the exact gradient of the same kernel estimate,
 computed with disco_plug's KDE (scipy: disco_plug.GaussianKDE with scipy's kernel covariance
-factor^2 * Cov(ddof=1); sklearn: disco_plug.kde.isotropic_kde with sklearn's isotropic bandwidth); the
+factor^2 * Cov(ddof=1); sklearn: disco_plug.densities.kde.isotropic_kde with sklearn's isotropic bandwidth); the
 table reports the largest log-density difference to the library's own logpdf/score_samples as a
 check that it is the same estimator. That score computation is not included in the KDEs' time.
 
@@ -79,7 +79,7 @@ def _run_method(method: str, x, y):
     if method == "scipy":
         from scipy.stats import gaussian_kde
 
-        from disco_plug.kde import GaussianKDE
+        from disco_plug.densities.kde import GaussianKDE
 
         t, c = time.perf_counter(), time.process_time()
         kde = gaussian_kde(xn.T)
@@ -89,7 +89,7 @@ def _run_method(method: str, x, y):
     elif method == "sklearn":
         from sklearn.neighbors import KernelDensity
 
-        from disco_plug.kde import isotropic_kde
+        from disco_plug.densities.kde import isotropic_kde
 
         t, c = time.perf_counter(), time.process_time()
         kde = KernelDensity(bandwidth="scott").fit(xn)
@@ -191,7 +191,7 @@ def _markdown(meta: dict, rows: list[dict], stream: list[dict]) -> str:
                    f"{r['peak_rss_mib']:.0f} | {r['rss_before_fit_mib']:.0f} | {r['score_rel_mse_pct']:.2f} | {check} |")
     out.append("")
     out.append("Score of the KDE rows: exact gradient of the same kernel estimate (disco_plug.GaussianKDE with "
-               "scipy's factor; disco_plug.kde.isotropic_kde with sklearn's bandwidth); the check column is the "
+               "scipy's factor; disco_plug.densities.kde.isotropic_kde with sklearn's bandwidth); the check column is the "
                "largest |library log-density - same-kernel log-density|. sklearn's Scott bandwidth is isotropic "
                "on the raw data, scipy's follows the data covariance.")
     ours = [r for r in rows if r.get("method") == "ours"]

@@ -11,7 +11,7 @@ from .columns import DegenerateSamplesWarning, GridValuedColumnsWarning
 from .config import ModelConfig
 from .estimator import Estimator, FittedEstimator, load
 from .gmm import GaussianMixture, random_gmm
-from .kde import GaussianKDE
+from .densities.kde import GaussianKDE
 from .model import DiScoFormer
 
 __version__ = "0.1.0"

@@ -29,7 +29,7 @@ from torch import Tensor
 from .checkpoint import file_sha256, read_metadata
 from .estimator import Estimator, load
 from .gmm import random_gmm
-from .kde import GaussianKDE, kde_at_factors, scott_factor
+from .densities.kde import GaussianKDE, kde_at_factors, scott_factor
 from .targets import Laplace, StudentT
 
 RESULTS = Path("benchmarks/results")

@@ -25,7 +25,7 @@ class ModelConfig:
         past the sizes they were fitted on); the KDE features themselves keep sharpening with n.
     mixture_penalties: one gated skip per entry, a Gaussian mixture fitted to the context by EM whose
         number of components minimizes -2 log L + penalty * log n * parameters (1.0 is BIC; see
-        mixture.py); empty for none.
+        disco_plug/fit/em.py); empty for none.
     t_mixture_penalties: the same for mixtures of Student-t components with fitted degrees of freedom
         (heavy tails where the data have them, Gaussian components where they do not). The last mixture
         is the reference that KDE skips hand over to far from the data.
@@ -41,7 +41,7 @@ class ModelConfig:
         mixture's, the other mixtures get gates too (their difference from the reference there).
     blend: how the estimates are combined. "stacked" (the default): a mixture of the densities of the
         Gaussian fit, a KDE at each of stacked_kde_factors and each fitted mixture, with per-context
-        weights on the simplex chosen by held-out likelihood (stacking.py): a normalized density whose
+        weights on the simplex chosen by held-out likelihood (disco_plug/blend/stacked.py): a normalized density whose
         score is its exact gradient; the transformer body and the gates are not used. "gated": the
         per-query least-squares gates of every skip plus the transformer body (the earlier estimate and
         what `disco_plug.train` trains; its log-density and score are separate heads).
@@ -61,9 +61,9 @@ class ModelConfig:
         tasks, 2 against 0: score error GMM d=2 n=256 13.97 / 14.99 %, d=10 n=256 14.18 / 14.76, d=50
         n=1024 15.42 / 18.22, but d=10 n=1024 3.23 / 3.09 with tail queries 23.06 / 14.18 and Student-t
         d=2 3.38 / 2.94, at about twice the fit time: half-size fits favour the smoother components.
-    The shipped weights use mixture_prior_scale 1.0 with mixture_axes, mixture_common_axes,
-    gate_context_features and far_field_skips on (their metadata carries their config); the defaults here
-    are the plain full-covariance mixtures.
+    The defaults are the shipped model: `ModelConfig()` equals the config in the bundled weights' metadata
+    (tests/test_config.py checks it), so `python -m disco_plug.train` builds the model that ships (with
+    blend="gated", the blend it trains).
     """
 
     max_dim: int = 100
@@ -78,10 +78,10 @@ class ModelConfig:
     mixture_penalties: tuple[float, ...] = (1.0, 0.3)
     t_mixture_penalties: tuple[float, ...] = (1.0,)
     mixture_prior_scale: float = 1.0
-    mixture_axes: bool = False
-    mixture_common_axes: bool = False
-    gate_context_features: bool = False
-    far_field_skips: bool = False
+    mixture_axes: bool = True
+    mixture_common_axes: bool = True
+    gate_context_features: bool = True
+    far_field_skips: bool = True
     blend: str = "stacked"
     stacked_kde_factors: tuple[float, ...] = (1.0, 2.0)
     stacked_shrunk_kde_factors: tuple[float, ...] = (1.0,)
@@ -97,7 +97,8 @@ class ModelConfig:
         if not (self.max_dim >= 1 and self.depth >= 1 and self.context_keys >= 2 and self.mixture_prior_scale > 0):
             raise ValueError(f"invalid model config {self}")
         if self.gate_context_features and not (self.mixture_penalties or self.t_mixture_penalties):
-            raise ValueError("gate_context_features needs at least one mixture (the KDE-only skips have no summary)")
+            raise ValueError("gate_context_features needs at least one mixture (the KDE-only skips have no summary): "
+                             "set gate_context_features=False with mixture_penalties=() and t_mixture_penalties=()")
         for name in ("kde_factors", "stacked_kde_factors", "stacked_shrunk_kde_factors"):
             object.__setattr__(self, name, tuple(float(f) for f in getattr(self, name)))
         for name in ("mixture_penalties", "t_mixture_penalties"):

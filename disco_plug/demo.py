@@ -31,7 +31,7 @@ def error_table(fitted, samples: torch.Tensor, queries: torch.Tensor, gmm: Gauss
     queries, for the fitted estimator, Scott-rule KDE and the best KDE bandwidth on a grid (chosen with
     the true score / log-density: an oracle no user has, the strongest KDE possible)."""
     from .bench import GRID  # the accuracy benchmark's bandwidth grid (1/16 to 4 x Scott)
-    from .kde import GaussianKDE, kde_at_factors, scott_factor
+    from .densities.kde import GaussianKDE, kde_at_factors, scott_factor
 
     true_lp, true_s = gmm.log_prob_and_score(queries)
     norm = float((true_s**2).sum())

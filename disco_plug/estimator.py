@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +22,15 @@ from .checkpoint import default_weights_path, load_weights
 from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, describe_grid,
                       find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
+from .blend.stacked import fit_stacked, stacked_density
 from .config import ModelConfig
-from .mixture import convolve_mixture, mixture_log_density_and_score, refine_mixture
+from .densities import MixtureDensity, StackedDensity
+from .densities.mixture import convolve_mixture, mixture_log_density_and_score
+from .fit.em import refine_mixture
+from .fit.whitening import Whitening, fit_whitening
 from .model import ContextCache, DiScoFormer
 from .threads import load_aware_threads
 from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
-from .whitening import Whitening, fit_whitening
 
 if TYPE_CHECKING:
     from .noised import NoisedScore
@@ -148,7 +152,7 @@ class FittedEstimator:
             self.whitening: Whitening = self._free.whitening
         else:
             self.whitening = fit_whitening(samples[None], estimator.config.whiten_eps, noise_var=noise_std**2)
-        self._cache: ContextCache | None = None
+        self._state: StackedDensity | ContextCache | None = None  # the fitted estimate (`density` / `cache`)
         # Per mixture, the coordinates (in this fit's whitened frame) of its diagonal and common-axes
         # families: the data's standardized axes and raw frame after a fit, those carried along by `update`.
         self._frames: tuple[tuple[Tensor, Tensor], ...] | None = None
@@ -185,41 +189,65 @@ class FittedEstimator:
         return self.whitening.apply(self.samples[None]).to(self._dtype)  # (1, n, d)
 
     @property
-    def cache(self) -> ContextCache:
-        """The encoded context (per-layer keys and values), computed once on first use."""
+    def _stacked(self) -> bool:
+        return self.estimator.config.blend == "stacked"
+
+    def _fitted_state(self) -> StackedDensity | ContextCache:
+        """The fitted estimate, computed once on first use: the stacked density (blend "stacked") or the
+        gated network's encoded context (blend "gated")."""
         if self._free is not None:
-            return self._free.cache
-        if self._cache is None:
+            return self._free._fitted_state()
+        if self._state is None:
             with torch.no_grad(), load_aware_threads():
-                if self._clean is None:
+                if self._clean is not None:
+                    self._state = self._convolved_state()
+                else:
                     # The common-axes family lives in the raw frame (rotation-equivariant); with columns in
                     # units more than 1e4 apart that frame is ill-conditioned, and the family is not fitted.
                     w = self.whitening
                     frame = w.raw_frame() if w.frame_is_well_scaled() else None
-                    self._cache = self.network.encode(self._whitened_context(), axes=w.data_axes(), frame=frame)
-                else:
-                    self._cache = self._convolved_cache()
-        return self._cache
+                    if self._stacked:
+                        self._state = fit_stacked(self._whitened_context(), self.estimator.config,
+                                                  axes=w.data_axes(), frame=frame)
+                    else:
+                        self._state = self.network.encode(self._whitened_context(), axes=w.data_axes(), frame=frame)
+        return self._state
 
-    def _convolved_cache(self) -> ContextCache:
-        """The clean fit's cache moved to this fit's whitened frame, every kernel convolved with the
-        noise: in that frame the noise sigma^2 I is N = sigma^2 A^T A (A this whitening's matrix), and a
-        clean KDE kernel h^2 I (h: the clean fit's bandwidth, in its whitened units) is h^2 T^T T, T the
-        map between the two frames. Both share the eigenvectors of the samples' covariance C:
-        N = sigma^2 (C + sigma^2)^-1 and T^T T = C (C + sigma^2)^-1, so as sigma grows the KDE kernels
-        become the noise alone (a KDE of p * N(0, sigma^2 I) is exact in that limit) instead of keeping
-        a bandwidth of the noised frame's own size, which over-smoothed p_sigma by a factor 1 + h^2."""
+    @property
+    def density(self) -> StackedDensity:
+        """The stacked estimate (a disco_plug.densities.StackedDensity) in this fit's whitened frame:
+        its weights, its components, each a density object that can be queried, convolved and sampled."""
+        if not self._stacked:
+            raise ValueError("the gated blend is not a density object; its encoded context is `cache`")
+        return self._fitted_state()
+
+    @property
+    def cache(self) -> ContextCache:
+        """The gated network's encoded context (per-layer keys and values), computed once on first use."""
+        if self._stacked:
+            raise ValueError("the stacked blend does not run the network; its estimate is `density`")
+        return self._fitted_state()
+
+    def _convolved_state(self) -> StackedDensity | ContextCache:
+        """The clean fit moved to this fit's whitened frame, every kernel convolved with the noise: in that
+        frame the noise sigma^2 I is N = sigma^2 A^T A (A this whitening's matrix), and a clean KDE kernel
+        h^2 I (h: the clean fit's bandwidth, in its whitened units) is h^2 T^T T, T the map between the two
+        frames. Both share the eigenvectors of the samples' covariance C: N = sigma^2 (C + sigma^2)^-1 and
+        T^T T = C (C + sigma^2)^-1, so as sigma grows the KDE kernels become the noise alone (a KDE of
+        p * N(0, sigma^2 I) is exact in that limit) instead of keeping a bandwidth of the noised frame's
+        own size, which over-smoothed p_sigma by a factor 1 + h^2."""
         clean = self._clean
         a0, a = clean.whitening.matrix, self.whitening.matrix  # (1, d, d): y = (x - mean) @ a
         noise_cov = self.noise_std**2 * (a.transpose(-1, -2) @ a)
         noise_cov = 0.5 * (noise_cov + noise_cov.transpose(-1, -2))
         to_frame = torch.linalg.solve(a0, a)  # clean whitened frame -> this one
+        if self._stacked:
+            return clean.density.convolve(noise_cov, to_frame)
         mixtures = tuple(convolve_mixture(m, to_frame, noise_cov) for m in clean.cache.mixtures)
         evals, evecs = torch.linalg.eigh(noise_cov)
         gram = to_frame.transpose(-1, -2) @ to_frame  # clean unit kernel, in this frame
         kernel_scale = torch.diagonal(evecs.transpose(-1, -2) @ gram @ evecs, dim1=-2, dim2=-1)  # (1, d)
         return self.network.encode(self._whitened_context(), mixtures=mixtures, summary=clean.cache.summary,
-                                   weights=clean.cache.weights,
                                    kernel_noise=(evals.clamp_min(0.0), evecs, kernel_scale.clamp_min(0.0)))
 
     def convolved(self, sigma: float) -> "FittedEstimator":
@@ -264,20 +292,21 @@ class FittedEstimator:
         x, spec, names = est._read_samples(samples, None, device=self.device)
         if x.shape[1] != self.dim:
             raise ValueError(f"samples have {x.shape[1]} columns; this fit has {self.dim}: use fit for a new set")
-        if self.hull is not None or est.config.blend != "stacked" or find_affine_hull(x) is not None:
+        if self.hull is not None or not self._stacked or find_affine_hull(x) is not None:
             return est.fit(samples)
         grid = grid_columns(x)
         if grid:  # as fit reports them (update has no dequantize: call fit for that)
             warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=2)
         new = FittedEstimator(est, x, spec)
-        cache, c = self.cache, est.config
+        density, c = self.density, est.config
+        fitted = [comp.mixture for comp in density.components if isinstance(comp, MixtureDensity)]
         heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
         y_old, y_new = self._whitened_context(), new._whitened_context()  # float64: the stacked blend's dtype
         moves = _frame_moves(self.whitening, new.whitening, y_old, y_new)
         common = c.mixture_common_axes and self.whitening.frame_is_well_scaled()  # as in `cache`
         mixtures, frames = [], []
         with torch.no_grad(), load_aware_threads():
-            for i, (mix, t) in enumerate(zip(cache.mixtures, heavy)):
+            for i, (mix, t) in enumerate(zip(fitted, heavy)):
                 # The start: this fit's mixture carried by whichever move makes the new samples likeliest.
                 best = None
                 for linear, shift in moves:
@@ -300,7 +329,7 @@ class FittedEstimator:
                                                heavy_tails=t, axes=axes if c.mixture_axes else None,
                                                frame=frame if common else None))
             new._frames = tuple(frames)
-            new._cache = new.network.encode(y_new, mixtures=tuple(mixtures), weights=cache.weights)
+            new._state = stacked_density(y_new, mixtures, density.weights, c)
         return new
 
     def _mixture_frames(self, i: int) -> tuple[Tensor, Tensor]:
@@ -311,7 +340,7 @@ class FittedEstimator:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"] = None
+        state["_state"] = None
         return state
 
     # -- queries -----------------------------------------------------------------------------------
@@ -335,12 +364,13 @@ class FittedEstimator:
             score[:, free] = score_free
             return log_p, score
         w = self.whitening
-        net, cache = self.network, self.cache
+        state = self._fitted_state()
+        query = state.log_density_and_score if self._stacked else partial(self.network.query, state)
         logs, scores = [], []
         with torch.no_grad(), load_aware_threads():
             for start in range(0, y.shape[0], _QUERY_CHUNK):
                 yw = w.apply(y[None, start:start + _QUERY_CHUNK]).to(self._dtype)
-                log_p, score = net.query(cache, yw)
+                log_p, score = query(yw)
                 logs.append(log_p.to(torch.float64) + w.log_det[:, None])
                 scores.append(w.score_back(score.to(torch.float64)))
         log_p, score = torch.cat(logs, 1)[0], torch.cat(scores, 1)[0]
@@ -379,7 +409,7 @@ class FittedEstimator:
             raise ValueError(f"lr must be positive, got {lr}")
         if self.noise_std:
             raise ValueError("adapt a noise-free fit and take .convolved(sigma) of the adapted one")
-        if self.estimator.config.blend == "stacked":
+        if self._stacked:
             return FittedEstimator(self.estimator, self.samples, self._spec, hull=self.hull)
         if self._free is not None:
             return FittedEstimator(self._free.adapt(steps, lr=lr, max_queries=max_queries, generator=generator).estimator,
@@ -432,7 +462,7 @@ class FittedEstimator:
         """Draw `num` new points from the estimated distribution with a score-based sampler.
 
         method: "exact" (the default: i.i.d. draws from the estimated density itself, a stacked mixture of
-        closed-form densities, see disco_plug.stacking; no steps, no score), or a score-based sampler run
+        closed-form densities, see disco_plug.blend.stacked; no steps, no score), or a score-based sampler run
         on the estimated score: "pc" (reverse VE SDE + Langevin corrector, Song et al. 2021), "ve_sde",
         "vp_sde", "ode" (probability flow, Heun), "annealed_langevin" (Song & Ermon 2019), "langevin"
         (ULA) or "mala" (both start at random samples). steps: noise levels (SDE/ODE) or Langevin
@@ -459,16 +489,16 @@ class FittedEstimator:
         return self._spec.restore(x, scalar_per_point=False)
 
     def _sample_exact(self, num: int, generator: torch.Generator | None) -> Tensor:
-        """num i.i.d. points (num, d) float64 from the stacked density (DiScoFormer.sample_stacked)."""
+        """num i.i.d. points (num, d) float64 from the stacked density (StackedDensity.sample)."""
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ValueError(f"num must be a positive integer, got {num!r}")
-        if self.estimator.config.blend != "stacked":
+        if not self._stacked:
             raise ValueError(f"method 'exact' needs the stacked blend; this estimator's blend is "
                              f"{self.estimator.config.blend!r}: use a score-based method")
         if self._free is not None:
             return self.hull.lift(self._free._sample_exact(num, generator))
         with torch.no_grad(), load_aware_threads():
-            y = self.network.sample_stacked(self.cache, num, generator)  # (1, num, d) whitened
+            y = self.density.sample(num, generator)  # (1, num, d) whitened
         w = self.whitening
         return (torch.linalg.solve(w.matrix, y, left=False) + w.mean[:, None])[0]
 

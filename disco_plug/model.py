@@ -3,7 +3,7 @@
 Set-in, points-out: context points attend to each other; query points attend to the context only, so
 the per-layer keys and values of the context are computed once (`encode`) and every query costs
 O(n) per layer (`query`). No positional encodings: the output is invariant to the order of the
-context. Everything runs on whitened points (see whitening.py).
+context. Everything runs on whitened points (see disco_plug/fit/whitening.py).
 
 Differences from the report, each to learn faster on small compute:
 - The output starts from the Gaussian fit of the whitened context (log p = log N(y; 0, I),
@@ -12,7 +12,7 @@ Differences from the report, each to learn faster on small compute:
   attention head with squared-norm features is exactly a KDE, report section 3), and the score head
   has gated skips to those KDE scores, so the network can blend bandwidths per query from step one.
   Context tokens use leave-one-out KDE features so they look like query tokens.
-- Further gated skips to mixtures fitted to the context by EM (mixture.py: Gaussian ones chosen by BIC
+- Further gated skips to mixtures fitted to the context by EM (disco_plug/fit/em.py: Gaussian ones chosen by BIC
   and by a looser penalty, and a Student-t one); far from the data the KDE skips, and then the whole
   prediction, hand over to the Student-t mixture (see skip_features), or with config.far_field_skips
   to a gated blend of all the mixtures.
@@ -34,31 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .blend.stacked import context_subset, fit_context_mixtures, held_out_log_densities, kernel_densities
 from .config import ModelConfig
-from .kde import isotropic_kde, scott_factor
-from .mixture import (Mixture, fit_mixture_sets, mixture_log_density_and_score, path_subset, sample_mixture,
-                      stack_mixtures)
-from .stacking import pool_log_density_and_score, stacking_weights
+from .densities.gaussian import standard_normal_log_density
+from .densities.kde import kernel_density, scott_factor
+from .densities.mixture import Mixture, mixture_log_density_and_score
 
 __all__ = ["DiScoFormer", "ContextCache", "gaussian_fit_log_density"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def gaussian_fit_log_density(y: Tensor) -> Tensor:
-    """log N(y; 0, I) for whitened points y (..., d): the network's starting point (its score is -y)."""
-    return -0.5 * (y * y).sum(-1) - 0.5 * y.shape[-1] * _LOG_2PI
+gaussian_fit_log_density = standard_normal_log_density  # log N(y; 0, I): the network's starting point (score -y)
 _ATTN_CHUNK_ELEMENTS = 1 << 26  # query x key scores per attention call (bounds the math kernel)
-_SUBSET_SEED = 20251107  # fixed seed of the context-key subset: same data, same estimate
-
-
-def _optimism(params: Tensor, n: int) -> Tensor:
-    """Expected optimism per point of an in-sample log-likelihood with `params` free parameters fitted to
-    n points: AICc's p / (n - p - 1) (Hurvich & Tsai 1989), +inf where n <= p + 1."""
-    room = n - params - 1
-    return torch.where(room > 0, params / room.clamp_min(1e-12), torch.full_like(params, math.inf))
-
-
 class ContextCache(NamedTuple):
     """What `encode` keeps of a context: whitened points and each layer's keys and values."""
 
@@ -73,9 +58,6 @@ class ContextCache(NamedTuple):
     # With config.gate_context_features: each estimate's (KDE, mixture) held-out log-likelihood gain over
     # the Gaussian fit on this context, per dimension (B, F + M) (DiScoFormer.context_summary).
     summary: Tensor | None = None
-    # With config.blend == "stacked": the weights (B, 1 + F + M) of the Gaussian fit, each KDE and each
-    # mixture in the stacked density (stacking.py), chosen on the clean context and kept under noise.
-    weights: Tensor | None = None
 
 
 class SkipFeatures(NamedTuple):
@@ -100,33 +82,6 @@ def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v)
     return torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
                       for i in range(0, m, chunk)], dim=2)
-
-
-def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
-                   noise: tuple[Tensor, ...] | None = None, *,
-                   exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Gaussian KDE log-density (B, m, F) and score (B, m, F, d) of centres (B, n, d) at y (B, m, d),
-    one kernel N(0, h^2 I + N) per bandwidth h in bandwidths (F,).
-
-    noise: the eigen-decomposition (values (B, d), vectors (B, d, d)) of N, or None for N = 0 (the
-    isotropic KDE). A kernel N(0, h^2 I + N) on clean centres is the expectation, over the noise draw,
-    of the kernel N(0, h^2 I) on centres + N(0, N) noise: the KDE of a noised sample set without
-    drawing the noise. An optional third entry s (B, d) makes the kernel h^2 U diag(s) U^T + N: the
-    clean kernel h^2 I of another frame, seen in this one (FittedEstimator.convolved). Per bandwidth the
-    points are mapped by U diag(h^2 s + lambda)^(-1/2), where the kernel is the unit isotropic one."""
-    b = y.shape[0]
-    if noise is None:
-        return isotropic_kde(y, centres, bandwidths.expand(b, -1), exclude=exclude)
-    evals, evecs, *kernel = (t.to(y.dtype) for t in noise)
-    kernel_scale = kernel[0] if kernel else torch.ones_like(evals)  # (B, d)
-    logs, scores = [], []
-    for h in bandwidths:
-        scale = (h * h * kernel_scale + evals).rsqrt()  # (B, d)
-        r = evecs * scale[:, None, :]  # (B, d, d): y -> y @ r whitens the kernel
-        log_p, score = isotropic_kde(y @ r, centres @ r, 1.0, exclude=exclude)
-        logs.append(log_p + torch.log(scale).sum(-1)[:, None])
-        scores.append(score @ r.transpose(-1, -2))
-    return torch.stack(logs, -1), torch.stack(scores, -2)
 
 
 class Block(nn.Module):
@@ -231,41 +186,6 @@ class DiScoFormer(nn.Module):
         return len(self.config.mixture_penalties) + len(self.config.t_mixture_penalties)
 
     # -- features ---------------------------------------------------------------------------------
-    @property
-    def num_components(self) -> int:
-        """Components of the stacked blend: the Gaussian fit, one KDE per stacked_kde_factors, each mixture."""
-        return 1 + self.num_stacked_kdes + self.num_mixtures
-
-    @property
-    def num_stacked_kdes(self) -> int:
-        return len(self.config.stacked_kde_factors) + len(self.config.stacked_shrunk_kde_factors)
-
-    def _stacked_kdes(self, n: int, d: int, like: Tensor) -> tuple[Tensor, list[float]]:
-        """The stacked blend's KDE components for n centres in d dimensions: bandwidths (F,) (Scott's
-        times stacked_kde_factors, then the variance-corrected h / sqrt(1 + h^2) for each of
-        stacked_shrunk_kde_factors) and the scale each puts on the centres (1, or 1 / sqrt(1 + h^2))."""
-        c = self.config
-        plain = self._bandwidths(n, d, like, c.stacked_kde_factors)
-        shrunk = self._bandwidths(n, d, like, c.stacked_shrunk_kde_factors)
-        scale = (1.0 + shrunk * shrunk).rsqrt()
-        return torch.cat([plain, shrunk * scale]), [1.0] * len(plain) + scale.tolist()
-
-    def _stacked_kde_densities(self, y: Tensor, centres: Tensor, n: int, noise: tuple[Tensor, ...] | None = None,
-                               exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Log-densities (B, m, F) and scores (B, m, F, d) of the stacked KDE components at y (B, m, d)."""
-        bw, scales = self._stacked_kdes(n, y.shape[-1], y)
-        logs, scores = [], []
-        start = 0
-        while start < len(scales):  # consecutive components sharing their centres in one pass
-            stop = start + 1
-            while stop < len(scales) and scales[stop] == scales[start]:
-                stop += 1
-            lp, sc = kernel_density(y, centres * scales[start], bw[start:stop], noise, exclude=exclude)
-            logs.append(lp)
-            scores.append(sc)
-            start = stop
-        return torch.cat(logs, -1), torch.cat(scores, -2)
-
     def _bandwidths(self, n_centres: int, d: int, like: Tensor, factors: tuple[float, ...] | None = None) -> Tensor:
         factors_t = torch.tensor(self.config.kde_factors if factors is None else factors, dtype=like.dtype,
                                  device=like.device)
@@ -296,8 +216,7 @@ class DiScoFormer(nn.Module):
     # -- context and queries ----------------------------------------------------------------------
     def encode(self, x: Tensor, *, layers: bool = True, mixtures: tuple[Mixture, ...] | None = None,
                kernel_noise: tuple[Tensor, ...] | None = None, axes: Tensor | None = None,
-               frame: Tensor | None = None, summary: Tensor | None = None,
-               weights: Tensor | None = None) -> ContextCache:
+               frame: Tensor | None = None, summary: Tensor | None = None) -> ContextCache:
         """Encode a whitened context (B, n, d) once: the mixture fits (config.mixture_penalties, then
         config.t_mixture_penalties) and per-layer keys and values of every point (skipped with
         layers=False, or while the body is inert: the gated skips only). `mixtures` reuses the fits of
@@ -312,9 +231,7 @@ class DiScoFormer(nn.Module):
         frame (B, d, d): the data's own coordinates up to scale (Whitening.raw_frame); with
         config.mixture_common_axes the fits also try components with common principal axes there.
         summary: the context_summary of the clean context, required with kernel_noise when
-        config.gate_context_features is on (the gates then keep the clean context's values).
-        weights: the stacking weights of the clean context, required with kernel_noise when
-        config.blend is "stacked" (p * N has the same weights as p)."""
+        config.gate_context_features is on (the gates then keep the clean context's values)."""
         b, n, d = x.shape
         if not 1 <= d <= self.config.max_dim:
             raise ValueError(f"dimension d={d} is outside the model's range 1..{self.config.max_dim}")
@@ -322,21 +239,16 @@ class DiScoFormer(nn.Module):
         if mixtures is None:
             if kernel_noise is not None:
                 raise ValueError("encode with kernel_noise needs the mixtures, convolved with the same noise")
-            mixtures = self.fit_context_mixtures(x, axes, frame)
-        need_summary = c.gate_context_features and c.blend == "gated" and summary is None
-        need_weights = c.blend == "stacked" and weights is None
-        if kernel_noise is not None and (need_summary or need_weights):
-            raise ValueError("encode with kernel_noise needs the clean context's summary (context_summary) "
-                             "and stacking weights (stacking_weights): pass those of the clean encode")
+            mixtures = fit_context_mixtures(x, c, axes, frame)
+        need_summary = c.gate_context_features and summary is None
+        if kernel_noise is not None and need_summary:
+            raise ValueError("encode with kernel_noise needs the clean context's summary (context_summary): "
+                             "pass that of the clean encode")
         if need_summary:
             summary = self.context_summary(x, mixtures)
-        if need_weights:
-            held_out = (self.cross_validated_log_densities(x, axes, frame) if c.stacking_folds == 2 else
-                        self.held_out_log_densities(x, mixtures, stacked=True))
-            weights = stacking_weights(held_out)
-        if c.blend == "stacked" or not layers or self._body_is_inert():
-            return ContextCache(x, (), (), mixtures, kernel_noise, summary, weights)
-        key_index = self._key_subset(n, x.device)
+        if not layers or self._body_is_inert():
+            return ContextCache(x, (), (), mixtures, kernel_noise, summary)
+        key_index = context_subset(n, c.context_keys, x.device)
         centres = x if key_index is None else x[:, key_index]
         idx = torch.arange(n, device=x.device)
         exclude = (idx[:, None] == (idx if key_index is None else key_index)[None])  # leave one out
@@ -348,83 +260,7 @@ class DiScoFormer(nn.Module):
             h, k, v = block.context(h, key_index, update=i < len(self.blocks) - 1)
             keys.append(k.contiguous())  # not views into qkv: the queries' attention reads them
             values.append(v.contiguous())  # ~2x faster, and the unused q part is freed
-        return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise, summary, weights)
-
-    def fit_context_mixtures(self, x: Tensor, axes: Tensor | None = None,
-                             frame: Tensor | None = None) -> tuple[Mixture, ...]:
-        """The EM mixtures of whitened contexts x (B, n, d): config.mixture_penalties, then
-        config.t_mixture_penalties (see encode for axes and frame)."""
-        c, d = self.config, x.shape[-1]
-        opts = dict(prior=c.mixture_prior_scale * (d + 2), axes=axes if c.mixture_axes else None,
-                    frame=frame if c.mixture_common_axes else None)
-        gaussian, heavy = fit_mixture_sets(x, [(c.mixture_penalties, False), (c.t_mixture_penalties, True)], **opts)
-        return gaussian + heavy
-
-    @torch.no_grad()
-    def cross_validated_log_densities(self, x: Tensor, axes: Tensor | None = None,
-                                      frame: Tensor | None = None) -> Tensor:
-        """Two-fold cross-validated log-densities (B, 2 h, K) of the stacked blend's components at the
-        context points, h = n // 2: the context is split in two halves of h points (by a hash of the
-        points, so the split does not depend on their order), every component is fitted on each half
-        (the Gaussian fit, the KDEs with the bandwidth rule at h points, the mixtures) and evaluated on
-        the other half. The halves are fitted as one batch."""
-        b, n, d = x.shape
-        h = n // 2
-        first = torch.zeros(b, n, dtype=torch.bool, device=x.device)
-        first.scatter_(1, path_subset(x, h), True)
-        order = torch.argsort((~first).to(torch.int8), dim=1, stable=True)  # fold A's points first
-        xs = torch.gather(x, 1, order[..., None].expand(-1, -1, d))
-        folds = torch.cat([xs[:, :h], xs[:, h:2 * h]])  # (2B, h, d): fold A of every context, then fold B
-        other = torch.cat([xs[:, h:2 * h], xs[:, :h]])  # what each fold's fit is evaluated on
-        twice = (lambda t: None if t is None else torch.cat([t, t]))
-        mixtures = self.fit_context_mixtures(folds, twice(axes), twice(frame))
-        mean = folds.mean(1, keepdim=True)
-        centred = folds - mean
-        cov = centred.transpose(-1, -2) @ centred / h + 1e-9 * torch.eye(d, dtype=x.dtype, device=x.device)
-        gauss = torch.distributions.MultivariateNormal(mean[:, 0], covariance_matrix=cov).log_prob(other.transpose(0, 1)).T
-        columns = [gauss[..., None]]
-        columns.append(self._stacked_kde_densities(other, folds, h)[0])
-        columns += [mixture_log_density_and_score(mix, other)[0][..., None].to(x.dtype) for mix in mixtures]
-        held_out = torch.cat(columns, -1)  # (2B, h, K)
-        return torch.cat([held_out[:b], held_out[b:]], 1)  # (B, 2 h, K)
-
-    def _key_subset(self, n: int, device: torch.device) -> Tensor | None:
-        """The fixed random subset of at most context_keys context points (None: all n of them)."""
-        if n <= self.config.context_keys:
-            return None
-        gen = torch.Generator(device="cpu").manual_seed(_SUBSET_SEED)
-        return torch.randperm(n, generator=gen)[: self.config.context_keys].to(device)
-
-    @torch.no_grad()
-    def held_out_log_densities(self, x: Tensor, mixtures: tuple[Mixture, ...], *, stacked: bool = False,
-                               small_sample: bool = True) -> Tensor:
-        """Each of the context's own density estimates (the Gaussian fit, each KDE: the stacked blend's
-        with stacked=True, else one at each of config.kde_factors x Scott's bandwidth; each mixture), its
-        estimated held-out log-density at the context points (B, s, 1 + F + M), s = min(n, context_keys)
-        (a fixed random subset, as for the context keys).
-
-        KDEs: leave-one-out (unbiased for a KDE of n - 1 points). The Gaussian fit (the whitening) and the
-        mixtures: in-sample log-density minus the expected optimism per point of a fit with p free
-        parameters, p / (n - p - 1) (AICc, Hurvich & Tsai 1989; +inf where n <= p + 1), or with
-        small_sample=False Akaike's (1974) p / n, which the gated blend's context features were fitted with.
-        AIC's correction is too small at small n / p: with it the looser-penalty mixture took 0.59 of the
-        stacking weight at d = 10, n = 256 (score error 16.4 % against 14.8 % with AICc)."""
-        b, n, d = x.shape
-        idx = self._key_subset(n, x.device)
-        idx = torch.arange(n, device=x.device) if idx is None else idx
-        sub = x[:, idx]
-        optimism = _optimism if small_sample else (lambda p, n_: p / n_)
-        gauss = gaussian_fit_log_density(sub) - optimism(torch.tensor(d + d * (d + 1) / 2, dtype=x.dtype), n)  # (B, s)
-        exclude = (idx[:, None] == torch.arange(n, device=x.device)[None]).expand(b, -1, -1)
-        log_kde = (self._stacked_kde_densities(sub, x, n, exclude=exclude)[0] if stacked else
-                   kernel_density(sub, x, self._bandwidths(n, d, x), exclude=exclude)[0])  # (B, s, F)
-        columns = [gauss[..., None], log_kde]
-        for mix in mixtures:
-            if mix.params is None:
-                raise ValueError("held-out log-densities need the mixtures' parameter counts (fit_mixtures sets them)")
-            log_mix, _ = mixture_log_density_and_score(mix, sub)
-            columns.append((log_mix - optimism(mix.params.to(x.dtype), n)[:, None])[..., None])
-        return torch.cat(columns, -1)
+        return ContextCache(x, tuple(keys), tuple(values), mixtures, kernel_noise, summary)
 
     @torch.no_grad()
     def context_summary(self, x: Tensor, mixtures: tuple[Mixture, ...]) -> Tensor:
@@ -433,60 +269,10 @@ class DiScoFormer(nn.Module):
         tells the gates, context by context, which estimate describes these data (e.g. a mixture with
         diagonal components on data that have them, where the KDE is hopeless in high d). The held-out
         estimates are those of held_out_log_densities with AIC's correction, as the gates were fitted."""
-        mean = self.held_out_log_densities(x, mixtures, small_sample=False).mean(1)  # (B, 1 + F + M)
+        kdes = kernel_densities(x, self.config.kde_factors)
+        mean = held_out_log_densities(x, kdes, mixtures, subset=self.config.context_keys,
+                                      small_sample=False).mean(1)  # (B, 1 + F + M)
         return ((mean[:, 1:] - mean[:, :1]) / x.shape[-1]).clamp(-20.0, 20.0)
-
-    def component_densities(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
-        """The stacked blend's components at whitened queries y (B, m, d): log-densities (B, m, K) and
-        scores (B, m, K, d) of the Gaussian fit, a KDE at each of config.stacked_kde_factors and each
-        mixture (K = num_components), in the order of cache.weights. Components whose weight is zero in
-        every context are not evaluated (log-density -inf, score 0)."""
-        b, n, d = cache.points.shape
-        k_all = self.num_components
-        used = [True] * k_all if cache.weights is None else (cache.weights > 0).any(0).tolist()
-        logs = torch.full((*y.shape[:2], k_all), -math.inf, dtype=y.dtype, device=y.device)
-        scores = torch.zeros((*y.shape[:2], k_all, d), dtype=y.dtype, device=y.device)
-        logs[..., 0], scores[..., 0, :] = gaussian_fit_log_density(y), -y
-        f = self.num_stacked_kdes
-        if any(used[1:1 + f]):
-            logs[..., 1:1 + f], scores[..., 1:1 + f, :] = self._stacked_kde_densities(y, cache.points, n,
-                                                                                     cache.kernel_noise)
-        slots = [1 + f + k for k in range(len(cache.mixtures)) if used[1 + f + k]]
-        if slots:  # every used mixture in one pass: they are stacked as extra contexts, padded to one K
-            stacked = stack_mixtures([cache.mixtures[k - 1 - f] for k in slots])
-            log_mix, score_mix = mixture_log_density_and_score(stacked, y.repeat(len(slots), 1, 1))
-            logs[..., slots] = log_mix.unflatten(0, (len(slots), b)).permute(1, 2, 0)
-            scores[..., slots, :] = score_mix.unflatten(0, (len(slots), b)).permute(1, 2, 0, 3)
-        return logs, scores
-
-    def sample_stacked(self, cache: ContextCache, num: int, generator: torch.Generator | None = None) -> Tensor:
-        """num i.i.d. whitened points (B, num, d), float64, from each context's stacked density: a
-        component by its weight, then a draw from it (the Gaussian fit N(0, I); a KDE: a context point,
-        shrunk for a variance-corrected one, plus kernel noise, N(0, h^2 I) or the convolved kernel; a mixture: mixture.sample_mixture)."""
-        if cache.weights is None:
-            raise ValueError("sampling the stacked density needs a cache encoded with blend='stacked'")
-        b, n, d = cache.points.shape
-        dev, f64 = cache.points.device, torch.float64
-        gen_dev = generator.device if generator is not None else dev
-        comp = torch.multinomial(cache.weights.to(f64).cpu(), num, replacement=True, generator=generator).to(dev)
-        eps = torch.randn(b, num, d, generator=generator, dtype=f64, device=gen_dev).to(dev)  # (B, num, d)
-        out = torch.where((comp == 0)[..., None], eps, torch.zeros_like(eps))  # the Gaussian fit N(0, I)
-        centres = cache.points.to(f64)
-        bandwidths, scales = self._stacked_kdes(n, d, centres)
-        for j, (h, shrink) in enumerate(zip(bandwidths.tolist(), scales)):
-            pick = torch.randint(0, n, (b, num), generator=generator, device=gen_dev).to(dev)
-            kernel = h * eps
-            if cache.kernel_noise is not None:  # kernel h^2 U diag(s) U^T + N (kernel_density)
-                evals, evecs, *kernel_scale = (t.to(f64) for t in cache.kernel_noise)
-                s = kernel_scale[0] if kernel_scale else torch.ones_like(evals)
-                kernel = (eps * (h * h * s + evals).sqrt()[:, None]) @ evecs.transpose(-1, -2)
-            draw = shrink * torch.gather(centres, 1, pick[..., None].expand(-1, -1, d)) + kernel
-            out = torch.where((comp == 1 + j)[..., None], draw, out)
-        for k, mix in enumerate(cache.mixtures):
-            mask = comp == 1 + len(bandwidths) + k  # (B, num)
-            for i, draw in enumerate(sample_mixture(mix, mask.sum(1), generator)):
-                out[i, mask[i]] = draw.to(f64)
-        return out
 
     def skip_features(self, cache: ContextCache, y: Tensor) -> SkipFeatures:
         """The gated skips at whitened queries y (B, m, d): KDE at each bandwidth, then each mixture."""
@@ -535,15 +321,10 @@ class DiScoFormer(nn.Module):
         return SkipFeatures(scalars, score_kde, bw, base_score, base_log, score_f, log_f, phi)
 
     def query(self, cache: ContextCache, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d): with
-        config.blend "stacked" the stacked density (stacking.py; its score is the exact gradient of its
-        log-density), with "gated" the per-query gated skips plus the transformer body."""
+        """Whitened log-density (B, m) and score (B, m, d) at whitened queries y (B, m, d): the per-query
+        gated skips plus the transformer body (the stacked blend, config.blend "stacked", does not use
+        this network: disco_plug.blend.stacked)."""
         d = y.shape[-1]
-        if self.config.blend == "stacked":
-            if cache.weights is None:
-                raise ValueError("this context cache has no stacking weights; encode it with this network")
-            log_p, score = pool_log_density_and_score(cache.weights, *self.component_densities(cache, y))
-            return log_p.to(y.dtype), score.to(y.dtype)
         f = self.skip_features(cache, y)
         phi = torch.maximum(torch.minimum(f.phi, self.gate_feature_hi[d]), self.gate_feature_lo[d])
         gates = self.gate_base[d] + phi @ self.gate_slope[d]  # (B, m, S)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .kde import scott_factor
+from .densities.kde import scott_factor
 from .validation import check_noise_level
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -141,7 +141,7 @@ def density_score_2d(samples: Any, fitted: DensitySource | None = None, *, truth
         fitted = load().fit(pts)
     panels["DiScoFormer"] = fitted
     if kde_bandwidth is not None:
-        from .kde import GaussianKDE
+        from .densities.kde import GaussianKDE
 
         panels[f"KDE ({kde_bandwidth})"] = GaussianKDE(torch.as_tensor(pts), kde_bandwidth)
     panels.update(others or {})

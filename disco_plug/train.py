@@ -29,7 +29,7 @@ from .checkpoint import load_weights, save_weights
 from .config import ModelConfig
 from .gmm import random_gmm
 from .model import DiScoFormer
-from .whitening import fit_whitening
+from .fit.whitening import fit_whitening
 
 
 @dataclass

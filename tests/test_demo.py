@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("matplotlib")
 
 from disco_plug import demo  # noqa: E402
-from disco_plug.kde import GaussianKDE  # noqa: E402
+from disco_plug.densities.kde import GaussianKDE  # noqa: E402
 
 
 class _Exact:

@@ -9,6 +9,8 @@ from disco_plug.config import ModelConfig
 from disco_plug.model import DiScoFormer, kernel_density
 
 SMALL = ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6)
+# The shipped flags off: the plain gated network (full-covariance mixtures, no context features, no far-field skips).
+PLAIN = dict(mixture_axes=False, mixture_common_axes=False, gate_context_features=False, far_field_skips=False)
 
 
 def _net(seed: int) -> DiScoFormer:
@@ -51,7 +53,7 @@ def test_a_layerless_cache_is_refused_by_a_trained_body():
 
 def test_mixture_skips_are_configurable():
     net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, mixture_penalties=(),
-                                  t_mixture_penalties=()))
+                                  t_mixture_penalties=(), gate_context_features=False))
     assert net.num_skips == len(net.config.kde_factors)
     with torch.no_grad():
         log_p, score = net(torch.randn(1, 40, 2), torch.randn(1, 5, 2))  # KDE skips only
@@ -62,7 +64,7 @@ def test_mixture_skips_are_configurable():
 
 def test_far_queries_follow_the_reference_mixture():
     """Far outside every component, the prediction is the last (reference) mixture's, whatever the gates."""
-    from disco_plug.mixture import mixture_log_density_and_score
+    from disco_plug.densities.mixture import mixture_log_density_and_score
 
     net = _net(3)
     x = torch.randn(1, 200, 2)
@@ -101,7 +103,7 @@ def test_mixture_axes_and_prior_come_from_the_config():
     the fits use them, and the
     shrinkage prior follows mixture_prior_scale."""
     from disco_plug.gmm import random_gmm
-    from disco_plug.whitening import fit_whitening
+    from disco_plug.fit.whitening import fit_whitening
     g = torch.Generator().manual_seed(2)
     x = random_gmm(1, 6, generator=g, dtype=torch.float64, components=(2, 2), rotate=False).sample(600, generator=g)
     w = fit_whitening(x)
@@ -111,7 +113,7 @@ def test_mixture_axes_and_prior_come_from_the_config():
     for name, extra in (("plain", {}), ("axes", {"mixture_axes": True}), ("prior", {"mixture_prior_scale": 4.0}),
                         ("common", {"mixture_common_axes": True})):
         torch.manual_seed(0)
-        net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6, **extra))
+        net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6, **{**PLAIN, **extra}))
         with torch.no_grad():
             outs[name] = net.skip_features(net.encode(xw, axes=axes, frame=w.raw_frame()), y).log_density
             if name == "plain":
@@ -127,8 +129,8 @@ def test_context_summary_estimates_each_skips_held_out_gain():
     error of the 4000 fresh points plus the estimates' own error at n = 800; and the mixtures' gain beats
     every KDE's there."""
     from disco_plug.gmm import random_gmm
-    from disco_plug.mixture import mixture_log_density_and_score
-    from disco_plug.whitening import fit_whitening
+    from disco_plug.densities.mixture import mixture_log_density_and_score
+    from disco_plug.fit.whitening import fit_whitening
     from disco_plug.model import gaussian_fit_log_density
 
     g = torch.Generator().manual_seed(5)
@@ -156,8 +158,8 @@ def test_context_summary_estimates_each_skips_held_out_gain():
 def test_context_features_reach_the_gates_and_survive_convolution():
     """With gate_context_features the gate features gain one constant column per skip (the summary),
     a noised encode must be given the clean summary, and the config refuses the flag without mixtures."""
-    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, gate_context_features=True))
-    plain = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4))
+    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, **{**PLAIN, "gate_context_features": True}))
+    plain = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, **PLAIN))
     assert net.num_gate_features == plain.num_gate_features + net.num_estimates
     x, y = torch.randn(2, 120, 3), torch.randn(2, 9, 3)
     with torch.no_grad():
@@ -179,7 +181,7 @@ def test_far_field_skips_hand_the_far_queries_to_another_mixture():
     """With far_field_skips, a far query's prediction is the reference mixture's plus the far skips'
     gates times (mixture j - reference): with the first far gate at 1 and every other gate 0 it is the
     first mixture's there, while near the data the far skips add nothing."""
-    from disco_plug.mixture import mixture_log_density_and_score
+    from disco_plug.densities.mixture import mixture_log_density_and_score
 
     net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, far_field_skips=True))
     nf, nm = len(net.config.kde_factors), net.num_mixtures

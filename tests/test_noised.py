@@ -25,7 +25,7 @@ def fresh_estimator():
     covariance floor.)"""
     torch.manual_seed(0)
     return Estimator(DiScoFormer(ModelConfig(blend="gated", max_dim=4, width=32, depth=2, heads=4, context_keys=128,
-                                             mixture_penalties=(), t_mixture_penalties=())))
+                                             mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False)))
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +152,9 @@ def test_convolved_kde_skip_is_the_clean_kde_convolved_with_the_noise():
     covariance) and the estimate at noise level sigma must be that KDE convolved with the noise, the
     kernel h^2 C + sigma^2 I, at every sigma (an earlier version used the noised frame's own bandwidth,
     h^2 (C + sigma^2 I) + sigma^2 I, and over-smoothed p_sigma by a factor 1 + h^2 as sigma grew)."""
-    from disco_plug.kde import scott_factor
+    from disco_plug.densities.kde import scott_factor
     torch.manual_seed(0)
-    net = DiScoFormer(ModelConfig(blend="gated", max_dim=2, width=32, depth=2, heads=4, mixture_penalties=(), t_mixture_penalties=()))
+    net = DiScoFormer(ModelConfig(blend="gated", max_dim=2, width=32, depth=2, heads=4, mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False))
     scott = list(net.config.kde_factors).index(1.0)
     with torch.no_grad():
         for table in (net.gate_base, net.logp_gate_base):

@@ -11,7 +11,7 @@ pytest.importorskip("matplotlib")
 
 from disco_plug import plot  # noqa: E402
 from disco_plug.gmm import GaussianMixture  # noqa: E402
-from disco_plug.kde import GaussianKDE  # noqa: E402
+from disco_plug.densities.kde import GaussianKDE  # noqa: E402
 
 GMM = GaussianMixture.from_components([0.3, 0.7], torch.tensor([[-2.0, 0.0], [1.5, 1.0]], dtype=torch.float64),
                                       torch.tensor([[0.5, 0.3], [0.4, 0.8]], dtype=torch.float64))

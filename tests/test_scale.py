@@ -9,10 +9,10 @@ import torch
 
 import disco_plug
 from disco_plug import estimator as estimator_module
-from disco_plug import kde as kde_module
+from disco_plug.densities import kde as kde_module
 from disco_plug import model as model_module
 from disco_plug.config import ModelConfig
-from disco_plug.kde import isotropic_kde
+from disco_plug.densities.kde import isotropic_kde
 from disco_plug.model import DiScoFormer
 
 

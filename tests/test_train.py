@@ -13,7 +13,9 @@ from disco_plug.model import DiScoFormer
 from disco_plug.train import (TrainConfig, gate_statistics, lr_at, parse_args, relative_errors, sample_task,
                               solve_gates, train, train_step)
 
-TINY = ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=8)
+# The plain gated network (the shipped flags off: no context features, no far-field skips, full covariances).
+TINY = ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=8, mixture_axes=False, mixture_common_axes=False,
+                   gate_context_features=False, far_field_skips=False)
 
 
 def test_loss_falls_on_a_fixed_task():

@@ -54,8 +54,7 @@ def load_statistics(path: str) -> tuple[GateStatistics, float]:
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", default="training/init/kde_ls.safetensors")
-parser.add_argument("--model", default='{"blend": "gated", "mixture_axes": true, "mixture_common_axes": true, "gate_context_features": true, '
-                                       '"far_field_skips": true}',
+parser.add_argument("--model", default='{"blend": "gated"}',
                     help="ModelConfig fields (JSON) that differ from the defaults")
 parser.add_argument("--axis-aligned", type=float, default=0.25, help="TrainConfig.axis_aligned")
 parser.add_argument("--small-dim-factor", type=int, default=4, help="more batches for d <= 10 (gate_statistics)")

@@ -1,32 +1,34 @@
-"""Stacked density estimation: the shipped estimate is a mixture of the context's own density estimates.
+"""Stacking weights: the mixing weights of fixed densities that maximize their held-out likelihood.
 
-p(y) = sum_k w_k p_k(y), with p_k the whitened Gaussian fit, the Gaussian KDEs at a few bandwidths and
-the EM mixtures fitted to the context (model.py names them), and weights w on the simplex chosen once per
-context by maximizing the held-out log-likelihood of the context itself (Smyth & Wolpert 1999, "Linearly
-combining density estimators via stacking"; the weights are the maximum-likelihood mixing weights of
-fixed components, found by EM). Because every p_k is a normalized density and the weights are >= 0 and
-sum to one:
-- p is a normalized density by construction, and p * N(0, S) = sum_k w_k (p_k * N(0, S)) is the
-  convolved estimate with the same weights;
-- the score is the exact gradient of log p: sum_k r_k(y) grad log p_k(y), r_k(y) = w_k p_k(y) / p(y);
-- far from the data p decays like its heaviest-tailed component with nonzero weight, and it has no mode
-  away from its components (each is centred on the data).
+The shipped estimate is sum_k w_k p_k(y) (disco_plug.densities.stacked) with weights w on the simplex
+chosen once per context by maximizing the held-out log-likelihood of the context itself (Smyth & Wolpert
+1999, "Linearly combining density estimators via stacking"; the weights are the maximum-likelihood mixing
+weights of fixed components, found by EM).
 
-The held-out log-likelihood of each component is estimated without refitting: leave-one-out for the KDEs
-(exact for a KDE of n - 1 points), and in-sample minus the fit's free parameters / n for the Gaussian fit
-and the EM mixtures (Akaike's 1974 bias correction, applied per point).
+The held-out log-likelihood of each component is estimated without refitting (disco_plug.blend.stacked):
+leave-one-out for the KDEs (exact for a KDE of n - 1 points), and in-sample minus the expected optimism
+of a fit with p free parameters for the Gaussian fit and the EM mixtures (`optimism`).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["stacking_weights", "pool_log_density_and_score", "MIN_WEIGHT"]
+__all__ = ["stacking_weights", "optimism", "MIN_WEIGHT"]
 
 MIN_WEIGHT = 1e-3  # weights below this are set to zero (and the rest renormalized): fewer components to evaluate
 _EM_ITERS = 300
 _EM_TOL = 1e-9  # stop when the mean held-out log-likelihood gains less than this per iteration
+
+
+def optimism(params: Tensor, n: int) -> Tensor:
+    """Expected optimism per point of an in-sample log-likelihood with `params` free parameters fitted to
+    n points: AICc's p / (n - p - 1) (Hurvich & Tsai 1989), +inf where n <= p + 1."""
+    room = n - params - 1
+    return torch.where(room > 0, params / room.clamp_min(1e-12), torch.full_like(params, math.inf))
 
 
 def stacking_weights(held_out: Tensor, *, min_weight: float = MIN_WEIGHT) -> Tensor:
@@ -57,13 +59,3 @@ def stacking_weights(held_out: Tensor, *, min_weight: float = MIN_WEIGHT) -> Ten
     w = log_w.exp()
     w = torch.where(w >= min_weight, w, torch.zeros_like(w))
     return w / w.sum(-1, keepdim=True)
-
-
-def pool_log_density_and_score(weights: Tensor, log_p: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
-    """log sum_k w_k p_k(y) (B, m) and its gradient (B, m, d) from each component's log-density
-    (B, m, K) and score (B, m, K, d); weights (B, K) on the simplex (zeros allowed). float64 out."""
-    log_w = torch.log(weights.to(torch.float64))[:, None]  # (B, 1, K), -inf where w = 0
-    joint = log_w + log_p.to(torch.float64)
-    log_pool = torch.logsumexp(joint, -1)  # (B, m)
-    resp = torch.softmax(joint, -1)  # (B, m, K): r_k(y)
-    return log_pool, (resp[..., None] * score.to(torch.float64)).sum(-2)

@@ -1,10 +1,9 @@
-"""A mixture fit of the context by EM, grown by splitting: the network's parametric skip.
+"""Gaussian and Student-t mixtures fitted to a context by EM, grown by splitting (the mixtures are
+densities of disco_plug.densities.mixture; this module only fits them).
 
 One EM iteration for a mixture is two softmax attentions (points over components for the
 responsibilities, components over points for the means and covariances): the slot-attention view of
-soft clustering (Locatello et al. 2020, "Object-Centric Learning with Slot Attention"). The network
-gets the fitted mixture's log-density and score as one more gated skip next to the KDE ones, so it can
-start from a model that a transformer would otherwise have to learn to emulate.
+soft clustering (Locatello et al. 2020, "Object-Centric Learning with Slot Attention").
 
 Algorithm (Dempster, Laird & Rubin 1977 for EM; mixture splitting as in Ueda et al. 2000, "SMEM
 algorithm for mixture models", and the binary splitting of Linde, Buzo & Gray 1980):
@@ -57,13 +56,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Mixture", "convolve_mixture", "fit_mixture", "fit_mixture_sets", "fit_mixtures", "mixture_log_density_and_score",
-           "mixture_log_weights", "path_subset", "refine_mixture", "sample_mixture", "stack_mixtures"]
+from ..densities.mixture import (GAUSSIAN_DOF, Mixture, _kernel, _log_const, _pad, _padded, _rows, _scale_weight,
+                                 convolve_mixture, mixture_log_weights, precision_form)
 
-_LOG_2PI = math.log(2.0 * math.pi)
+__all__ = ["fit_mixture", "fit_mixture_sets", "fit_mixtures", "path_subset", "refine_mixture"]
+
 COMMON_AXES_MAX_DIM = 32  # fit_mixtures' common-axes family above this d costs ~10 s per context (d = 100)
 _VAR_FLOOR = 1e-4  # covariance floor in whitened units (the context's total covariance is I)
-GAUSSIAN_DOF = 1e6  # degrees of freedom that stand for a Gaussian component (exact Gaussian formulas)
 # The heavy-tailed fit's choices of nu. It starts at 3, where a component still has a finite variance: with 1.5
 # and 2 also offered, grid-valued real tables (randhie's visit counts, spikes at 0) got nu = 1.5 in every
 # component, and draws from the estimate reached 250x the data's range (benchmarks/realdata.py, randhie, 5 splits:
@@ -78,46 +77,9 @@ TRIAL_SPLIT_MIN_DIM = 3  # fit_mixtures tries every split from this d on (module
 _HASH = torch.tensor([math.sqrt(p) for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)], dtype=torch.float64) * 1e4
 
 
-class Mixture(NamedTuple):
-    """A batch of fitted mixtures, padded to K components (unused ones have log_norm = -inf).
-
-    log w_k + log p_k(y) = log_norm_k + kernel(delta_k(y), nu_k) with the Mahalanobis distance
-    delta_k(y) = |(y - mu_k) @ prec_chol_k|^2, the precision prec_chol_k @ prec_chol_k^T, and
-    kernel = -delta / 2 for a Gaussian (nu_k = GAUSSIAN_DOF), -(nu + d) / 2 log(1 + delta / nu) for a
-    Student-t component."""
-
-    log_norm: Tensor  # (B, K): log w_k + log det(prec_chol_k) + log normalizer of p_k
-    means: Tensor  # (B, K, d)
-    prec_chol: Tensor  # (B, K, d, d), upper triangular
-    dof: Tensor  # (B, K) degrees of freedom nu_k (GAUSSIAN_DOF: Gaussian)
-    params: Tensor | None = None  # (B,) free parameters of the fit (fit_mixtures sets it), for AIC-style checks
-
-    @property
-    def components(self) -> Tensor:
-        """(B,) number of components in use."""
-        return torch.isfinite(self.log_norm).sum(-1)
-
-
 def _per_context(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
     """new where the per-context mask (B,) holds, else old, for tensors (B, ...) of any rank."""
     return torch.where(mask.reshape(-1, *([1] * (old.ndim - 1))), new, old)
-
-
-def _log_const(dof: Tensor, d: int) -> Tensor:
-    """Log normalizer of a unit-scale d-dimensional Student-t with dof degrees of freedom (Gaussian at
-    GAUSSIAN_DOF)."""
-    t = torch.lgamma((dof + d) / 2) - torch.lgamma(dof / 2) - 0.5 * d * torch.log(dof * math.pi)
-    return torch.where(dof >= GAUSSIAN_DOF, torch.full_like(dof, -0.5 * d * _LOG_2PI), t)
-
-
-def _kernel(delta: Tensor, dof: Tensor, d: int) -> Tensor:
-    """log of the unnormalized density at Mahalanobis distance delta (both branches stay finite)."""
-    return torch.where(dof >= GAUSSIAN_DOF, -0.5 * delta, -0.5 * (dof + d) * torch.log1p(delta / dof))
-
-
-def _scale_weight(delta: Tensor, dof: Tensor, d: int) -> Tensor:
-    """u = (nu + d) / (nu + delta): the E-step's scale weight and the factor on a t component's score."""
-    return torch.where(dof >= GAUSSIAN_DOF, torch.ones_like(delta), (dof + d) / (dof + delta))
 
 
 _EM_CHUNK = 1 << 19  # numbers per (C, k, n, d) intermediate of an E- or M-step: 4 MB in float64, cache-sized
@@ -153,10 +115,7 @@ def _joint(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor,
     """log w_k + log p_k(x_i) as (B, n, K), the Mahalanobis distances (B, n, K), the precision
     Cholesky factors and the log norms."""
     d = x.shape[-1]
-    chol = torch.linalg.cholesky(cov)  # (B, K, d, d) lower
-    eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    prec_chol = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).transpose(-1, -2)
-    log_norm = log_w - torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1) + _log_const(dof, d)
+    prec_chol, log_norm = precision_form(log_w, cov, dof)
     delta = _mahalanobis(x, means, prec_chol)  # (B, n, K)
     return log_norm[:, None] + _kernel(delta, dof[:, None], d), delta, prec_chol, log_norm
 
@@ -355,18 +314,6 @@ def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tenso
     return tuple(best)
 
 
-def _pad(t: Tensor, k: int, value: float) -> Tensor:
-    """Pad dimension 1 to k entries with `value`; covariances (B, K, d, d) are padded with identities."""
-    pad = k - t.shape[1]
-    if pad == 0:
-        return t
-    if t.ndim == 4:  # (B, K, d, d) covariances: identities keep the Cholesky of unused slots defined
-        fill = torch.eye(t.shape[-1], dtype=t.dtype, device=t.device).expand(t.shape[0], pad, -1, -1)
-    else:
-        fill = torch.full((t.shape[0], pad, *t.shape[2:]), value, dtype=t.dtype, device=t.device)
-    return torch.cat([t, fill], 1)
-
-
 def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_components: int = 10, *,
                  heavy_tails: bool = False, **options) -> tuple[Mixture, ...]:
     """Fit mixtures to each context x (B, n, d) by EM with splitting (module docstring), one per
@@ -467,29 +414,6 @@ def fit_mixture_sets(x: Tensor, kinds: list[tuple[tuple[float, ...], bool]], max
             chosen.append(best)
         out[(kind_pens, fitted[kind][1])] = tuple(chosen)
     return [out[(pens, heavy)] if pens else () for pens, heavy in kinds]
-
-
-def _rows(mix: Mixture, rows: slice) -> Mixture:
-    """The mixtures of some contexts of a batch."""
-    return Mixture(*(None if t is None else t[rows] for t in mix))
-
-
-def _pad_mixture(mix: Mixture, k: int) -> Mixture:
-    """mix with k component slots (unused slots: -inf weight, unit precision, Gaussian)."""
-    return Mixture(_pad(mix.log_norm, k, -math.inf), _pad(mix.means, k, 0.0), _pad(mix.prec_chol, k, 1.0),
-                   _pad(mix.dof, k, GAUSSIAN_DOF), mix.params)
-
-
-def _padded(mix: Mixture, other: Mixture) -> Mixture:
-    """mix with as many component slots as other (or its own, if more)."""
-    return _pad_mixture(mix, max(mix.means.shape[1], other.means.shape[1]))
-
-
-def stack_mixtures(mixtures: list[Mixture]) -> Mixture:
-    """Mixtures (B, K_i) as one batch (sum of B, max K_i), in order, padded with unused slots (no params)."""
-    k = max(mix.means.shape[1] for mix in mixtures)
-    padded = [_pad_mixture(mix, k) for mix in mixtures]
-    return Mixture(*(torch.cat(parts) for parts in zip(*(mix[:4] for mix in padded))))
 
 
 def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: _Family, max_components: int,
@@ -646,84 +570,3 @@ def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **
     return fit_mixtures(x, (penalty,), max_components, **kwargs)[0]
 
 
-def mixture_log_weights(mix: Mixture) -> Tensor:
-    """The log mixing weights (B, K) of fitted mixtures (-inf on unused slots)."""
-    d = mix.means.shape[-1]
-    log_det_prec_chol = torch.log(torch.diagonal(mix.prec_chol, dim1=-2, dim2=-1)).sum(-1)
-    return mix.log_norm - log_det_prec_chol - _log_const(mix.dof, d)
-
-
-def sample_mixture(mix: Mixture, counts: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
-    """Draw counts[b] i.i.d. points from mixture b, as a list of (counts[b], d) tensors in the mixture's
-    dtype: a component by its weight, then mu_k + e @ prec_chol_k^-1 / sqrt(g), e ~ N(0, I) and
-    g ~ chi2(nu_k) / nu_k for a Student-t component (g = 1 for a Gaussian one)."""
-    d = mix.means.shape[-1]
-    dtype, device = mix.means.dtype, mix.means.device
-    gen_device = generator.device if generator is not None else device
-    weights = mixture_log_weights(mix).exp()  # (B, K)
-    out = []
-    for b, num in enumerate(counts.tolist()):
-        if num == 0:
-            out.append(mix.means.new_zeros(0, d))
-            continue
-        comp = torch.multinomial(weights[b].cpu(), num, replacement=True, generator=generator).to(device)  # (num,)
-        eps = torch.randn(num, d, generator=generator, dtype=dtype, device=gen_device).to(device)
-        upper = mix.prec_chol[b, comp]  # (num, d, d)
-        v = torch.linalg.solve_triangular(upper, eps[:, None], upper=True, left=False)[:, 0]  # eps @ upper^-1
-        dof = mix.dof[b, comp]
-        gaussian = dof >= GAUSSIAN_DOF
-        nu = torch.where(gaussian, torch.full_like(dof, 2.0), dof)  # any finite value where unused
-        g = 2 * torch._standard_gamma((nu / 2).cpu(), generator=generator).to(device) / nu  # chi2(nu) / nu
-        g = torch.where(gaussian, torch.ones_like(g), g)
-        out.append(mix.means[b, comp] + v / g.sqrt()[:, None])
-    return out
-
-
-def convolve_mixture(mix: Mixture, matrix: Tensor, noise_cov: Tensor) -> Mixture:
-    """The mixture of y = x @ matrix + e with x ~ mix and e ~ N(0, noise_cov) independent: component k
-    moves to mean mu_k @ matrix and scale matrix^T S_k matrix + noise_cov. matrix and noise_cov are
-    (B, d, d) (noise_cov symmetric positive semi-definite).
-
-    Exact for Gaussian components (a Gaussian convolved with a Gaussian). A Student-t convolved with a
-    Gaussian is not a Student-t; it is approximated by the t with the same nu and the scale matrix grown
-    by noise_cov: the core widens as the Gaussian's does and the polynomial tails, which noise does not
-    change, are kept."""
-    precision = mix.prec_chol @ mix.prec_chol.transpose(-1, -2)  # (B, K, d, d)
-    scale = torch.cholesky_inverse(torch.linalg.cholesky(precision))
-    log_w = mixture_log_weights(mix)  # -inf stays on unused slots
-    m = matrix.to(scale.dtype)[:, None]
-    scale = m.transpose(-1, -2) @ scale @ m + noise_cov.to(scale.dtype)[:, None]
-    scale = 0.5 * (scale + scale.transpose(-1, -2))
-    means = mix.means @ m[:, 0]
-    _, _, prec_chol, log_norm = _joint(means[:, :1, :], log_w, means, scale, mix.dof)
-    return Mixture(log_norm, means, prec_chol, mix.dof, mix.params)
-
-
-_MIXTURE_CHUNK = 1 << 21  # numbers per (m, K, d) intermediate: ~16 MB in float64, whatever m, K and d
-
-
-def mixture_log_density_and_score(mix: Mixture, y: Tensor, *,
-                                  with_distance: bool = False) -> tuple[Tensor, ...]:
-    """log p(y) (B, m) and its gradient (B, m, d) of fitted mixtures at points y (B, m, d), in y's dtype;
-    with_distance also returns each point's Mahalanobis distance to its nearest component (B, m)."""
-    b, m, d = y.shape
-    per_chunk = max(1, _MIXTURE_CHUNK // max(1, b * mix.means.shape[1] * d))
-    if m > per_chunk:
-        parts = [mixture_log_density_and_score(mix, y[:, i:i + per_chunk], with_distance=with_distance)
-                 for i in range(0, m, per_chunk)]
-        return tuple(torch.cat(t, 1) for t in zip(*parts))
-    y64 = y.to(mix.means.dtype)
-    # All components at once (one batched product instead of a Python loop over K): whitened offsets
-    # z = (y - mu_k) L_k (B, m, K, d), their squared norms, and the per-component scores -u_k z L_k^T.
-    z = torch.einsum("bmkd,bkde->bmke", y64[:, :, None, :] - mix.means[:, None], mix.prec_chol)
-    delta, dof = (z * z).sum(-1), mix.dof[:, None, :]  # (B, m, K), (B, 1, K)
-    joint_t = mix.log_norm[:, None, :] + _kernel(delta, dof, d)
-    grads = -_scale_weight(delta, dof, d)[..., None] * torch.einsum("bmke,bkde->bmkd", z, mix.prec_chol)
-    log_p = torch.logsumexp(joint_t, -1)
-    resp = torch.softmax(joint_t, -1)
-    score = (resp[..., None] * grads).sum(-2)
-    if with_distance:
-        used = torch.isfinite(mix.log_norm)[:, None, :]
-        nearest = torch.where(used, delta, torch.full_like(delta, math.inf)).amin(-1)
-        return log_p.to(y.dtype), score.to(y.dtype), nearest.to(y.dtype)
-    return log_p.to(y.dtype), score.to(y.dtype)

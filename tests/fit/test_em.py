@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from disco_plug import mixture
+from disco_plug.fit import em as mixture
 from disco_plug.gmm import GaussianMixture
 from disco_plug.gmm import random_rotation
-from disco_plug.mixture import (GAUSSIAN_DOF, common_axes, convolve_mixture, fit_mixture, fit_mixture_sets,
-                                 fit_mixtures, mixture_log_density_and_score, path_subset)
-from disco_plug.whitening import fit_whitening
+from disco_plug.densities.mixture import GAUSSIAN_DOF, Mixture, convolve_mixture, mixture_log_density_and_score
+from disco_plug.fit.em import common_axes, fit_mixture, fit_mixture_sets, fit_mixtures, path_subset
+from disco_plug.fit.whitening import fit_whitening
 
 TWO = GaussianMixture.from_components(
     [0.4, 0.6], torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=torch.float64), [[0.5, 0.3], [0.8, 0.4]])
@@ -220,7 +220,7 @@ def test_diagonal_family_is_chosen_where_the_axes_are_independent(rotate):
     data's axes, BIC keeps the diagonal family (covariances diagonal in the data_axes coordinates, and a
     much better fit than the full family alone); with a random rotation, the full family."""
     from disco_plug.gmm import random_gmm
-    from disco_plug.whitening import fit_whitening
+    from disco_plug.fit.whitening import fit_whitening
     g = torch.Generator().manual_seed(11)
     gmm = random_gmm(1, 30, generator=g, dtype=torch.float64, components=(2, 2), rotate=rotate)
     x, y = gmm.sample(1500, generator=g), gmm.sample(300, generator=g)
@@ -243,7 +243,7 @@ def test_diagonal_family_is_chosen_where_the_axes_are_independent(rotate):
 
 
 def test_data_axes_give_the_standardized_coordinates():
-    from disco_plug.whitening import fit_whitening
+    from disco_plug.fit.whitening import fit_whitening
     x = torch.randn(1, 500, 3, dtype=torch.float64) @ torch.tensor([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]],
                                                                     dtype=torch.float64) + 4.0
     w = fit_whitening(x, eps=0.0)
@@ -271,7 +271,7 @@ def test_common_axes_jointly_diagonalize_covariances_that_share_their_axes():
 def _common_axes_data(shared: bool, n: int, seed: int):
     """n points of four separated 5-D components with one rotation (shared) or one rotation each, their
     whitening and the whitened points; with shared, also the exact mixture (one rotation per mixture)."""
-    from disco_plug.whitening import fit_whitening
+    from disco_plug.fit.whitening import fit_whitening
     g = torch.Generator().manual_seed(seed)
     d, k = 5, 4
     means = 8.0 * torch.eye(k, d, dtype=torch.float64)
@@ -322,7 +322,7 @@ def test_common_axes_fit_better_than_full_covariances_on_shared_axes():
 
 
 def test_raw_frame_gives_the_data_coordinates_up_to_scale():
-    from disco_plug.whitening import fit_whitening
+    from disco_plug.fit.whitening import fit_whitening
     g = torch.Generator().manual_seed(16)
     x = torch.randn(1, 400, 3, dtype=torch.float64, generator=g) @ torch.tensor(
         [[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]], dtype=torch.float64) + 4.0
@@ -361,7 +361,7 @@ def test_a_context_fit_does_not_depend_on_the_other_contexts_of_its_batch():
         [[-3.0, 0.0], [3.0, 0.0], [0.0, 3.0], [0.0, -3.0]], dtype=torch.float64).repeat(200, 1)[None]
     batch = fit_mixture(torch.cat([one, four]), heavy_tails=True)
     for i, alone in enumerate((fit_mixture(one, heavy_tails=True), fit_mixture(four, heavy_tails=True))):
-        _assert_same_mixture(mixture.Mixture(*(t[i:i + 1] for t in batch)), alone)
+        _assert_same_mixture(Mixture(*(t[i:i + 1] for t in batch)), alone)
 
 
 def test_fit_mixture_sets_returns_nothing_for_a_kind_without_penalties():

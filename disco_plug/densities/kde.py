@@ -1,5 +1,6 @@
-"""Gaussian kernel density estimates of log-density and score, and the bandwidth rules used as
-baselines.
+"""Gaussian kernel density estimates of log-density and score: the batched isotropic KDE, the
+`KernelDensity` density object of a whitened context (kernels with a noise covariance added, for the
+convolved estimate), and scipy's `gaussian_kde` as a baseline (`GaussianKDE`), with the bandwidth rules.
 
 Kernels follow scipy.stats.gaussian_kde: the kernel covariance is factor^2 times the data covariance
 (Scott 1992 and Silverman 1986 rules for the factor). Internally the data are whitened and an
@@ -11,11 +12,15 @@ All evaluations are chunked over queries so memory stays bounded for any n and m
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["isotropic_kde", "scott_factor", "silverman_factor", "GaussianKDE", "kde_at_factors"]
+from .base import Density, as_covariance
+
+__all__ = ["isotropic_kde", "kernel_density", "scott_factor", "silverman_factor", "GaussianKDE", "KernelDensity",
+           "kde_at_factors"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _CHUNK_ELEMENTS = 1 << 23  # query x context pairs evaluated at once
@@ -101,6 +106,123 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
     if not multi:
         return log_p[..., 0], score[..., 0, :]
     return log_p, score
+
+
+def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
+                   noise: tuple[Tensor, ...] | None = None, *,
+                   exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Gaussian KDE log-density (B, m, F) and score (B, m, F, d) of centres (B, n, d) at y (B, m, d),
+    one kernel N(0, h^2 I + N) per bandwidth h in bandwidths (F,).
+
+    noise: the eigen-decomposition (values (B, d), vectors (B, d, d)) of N, or None for N = 0 (the
+    isotropic KDE). A kernel N(0, h^2 I + N) on clean centres is the expectation, over the noise draw,
+    of the kernel N(0, h^2 I) on centres + N(0, N) noise: the KDE of a noised sample set without
+    drawing the noise. An optional third entry s (B, d) makes the kernel h^2 U diag(s) U^T + N: the
+    clean kernel h^2 I of another frame, seen in this one (KernelDensity.convolve). Per bandwidth the
+    points are mapped by U diag(h^2 s + lambda)^(-1/2), where the kernel is the unit isotropic one."""
+    b = y.shape[0]
+    if noise is None:
+        return isotropic_kde(y, centres, bandwidths.expand(b, -1), exclude=exclude)
+    evals, evecs, *kernel = (t.to(y.dtype) for t in noise)
+    kernel_scale = kernel[0] if kernel else torch.ones_like(evals)  # (B, d)
+    logs, scores = [], []
+    for h in bandwidths:
+        scale = (h * h * kernel_scale + evals).rsqrt()  # (B, d)
+        r = evecs * scale[:, None, :]  # (B, d, d): y -> y @ r whitens the kernel
+        log_p, score = isotropic_kde(y @ r, centres @ r, 1.0, exclude=exclude)
+        logs.append(log_p + torch.log(scale).sum(-1)[:, None])
+        scores.append(score @ r.transpose(-1, -2))
+    return torch.stack(logs, -1), torch.stack(scores, -2)
+
+
+class KernelDensity(Density):
+    """A Gaussian KDE of a batch of contexts as a `Density`: equal weights on centres (B, n, d), kernel
+    h^2 U diag(s) U^T + U diag(lambda) U^T, which is h^2 I when `kernel` is None; kernel = (lambda (B, d),
+    U (B, d, d), s (B, d)) is what `convolve` makes of it (the clean kernel seen in another frame, plus
+    the noise).
+
+    A variance-corrected KDE (Silverman 1986, section 6.4.1) is one whose centres were shrunk towards
+    their mean; `shrunk` says so (for its repr and for sampling it is just another set of centres)."""
+
+    def __init__(self, centres: Tensor, bandwidth: float, kernel: tuple[Tensor, Tensor, Tensor] | None = None,
+                 *, shrunk: bool = False) -> None:
+        self.centres = centres
+        self.bandwidth = float(bandwidth)
+        self.kernel = kernel
+        self.shrunk = shrunk
+
+    @property
+    def batch(self) -> int:
+        return self.centres.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centres.shape[-1]
+
+    def _like(self) -> Tensor:
+        return self.centres
+
+    def __repr__(self) -> str:
+        kind = "variance-corrected " if self.shrunk else ""
+        noise = ", convolved" if self.kernel is not None else ""
+        return f"KernelDensity({kind}n={self.centres.shape[1]}, d={self.dim}, h={self.bandwidth:.4g}{noise})"
+
+    def log_density_and_score(self, y: Tensor, *, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """exclude (B, m, n): pairs left out (a leave-one-out KDE at the context points)."""
+        log_p, score = KernelDensity.evaluate_together([self], y, exclude=exclude)
+        return log_p[..., 0], score[..., 0, :]
+
+    def convolve(self, cov: Tensor | float, matrix: Tensor | None = None) -> "KernelDensity":
+        """Centres c @ M and kernel M^T K M + cov: the KDE of the moved and noised points, in
+        expectation over the noise. The kernel's two parts are kept in the noise's eigenbasis, exact
+        when they share it (as the whitened frames of a set and of its noised distribution do)."""
+        noise = as_covariance(cov, self.centres)
+        eye = torch.eye(self.dim, dtype=noise.dtype, device=noise.device).expand_as(noise)
+        m = eye if matrix is None else matrix.to(noise.dtype)
+        if self.kernel is None:
+            base, extra = m.transpose(-1, -2) @ m, noise
+        else:
+            lam, vec, s = self.kernel
+            base = m.transpose(-1, -2) @ (vec * s[:, None]) @ vec.transpose(-1, -2) @ m
+            extra = m.transpose(-1, -2) @ (vec * lam[:, None]) @ vec.transpose(-1, -2) @ m + noise
+        evals, evecs = torch.linalg.eigh(extra)
+        scale = torch.diagonal(evecs.transpose(-1, -2) @ base @ evecs, dim1=-2, dim2=-1)
+        return KernelDensity(self.centres @ m, self.bandwidth, (evals.clamp_min(0.0), evecs, scale.clamp_min(0.0)),
+                             shrunk=self.shrunk)
+
+    def draw(self, normal: Tensor, pick: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A centre drawn uniformly plus the kernel applied to the normal draw."""
+        b, num, d = normal.shape
+        dev = normal.device
+        gen_dev = generator.device if generator is not None else dev
+        index = torch.randint(0, self.centres.shape[1], (b, num), generator=generator, device=gen_dev).to(dev)
+        h = self.bandwidth
+        kernel = h * normal
+        if self.kernel is not None:
+            evals, evecs, s = (t.to(normal.dtype) for t in self.kernel)
+            kernel = (normal * (h * h * s + evals).sqrt()[:, None]) @ evecs.transpose(-1, -2)
+        centres = self.centres.to(normal.dtype)
+        return torch.gather(centres, 1, index[..., None].expand(-1, -1, d)) + kernel
+
+    @classmethod
+    def evaluate_together(cls, densities: Sequence[Density], y: Tensor, *,
+                          exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """KDEs that share their centres and kernel noise (consecutive ones) in one pass: one distance
+        matrix for all their bandwidths (isotropic_kde)."""
+        logs, scores = [], []
+        start = 0
+        while start < len(densities):
+            first = densities[start]
+            stop = start + 1
+            while (stop < len(densities) and densities[stop].centres is first.centres
+                   and densities[stop].kernel is first.kernel):
+                stop += 1
+            bw = torch.tensor([k.bandwidth for k in densities[start:stop]], dtype=y.dtype, device=y.device)
+            lp, sc = kernel_density(y, first.centres.to(y.dtype), bw, first.kernel, exclude=exclude)
+            logs.append(lp)
+            scores.append(sc)
+            start = stop
+        return torch.cat(logs, -1), torch.cat(scores, -2)
 
 
 class GaussianKDE:

@@ -4,7 +4,7 @@ import torch
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
-from disco_plug.kde import GaussianKDE, isotropic_kde, scott_factor, silverman_factor  # noqa: E402
+from disco_plug.densities.kde import GaussianKDE, isotropic_kde, scott_factor, silverman_factor  # noqa: E402
 
 
 @pytest.mark.parametrize("bandwidth", ["scott", "silverman", 0.3])
@@ -26,7 +26,7 @@ def test_score_is_gradient_of_log_density(generator):
 
 
 def test_chunking_gives_same_result(generator, monkeypatch):
-    import disco_plug.kde as kde_module
+    import disco_plug.densities.kde as kde_module
 
     ctx = torch.randn(1, 300, 2, generator=generator, dtype=torch.float64)
     q = torch.randn(1, 97, 2, generator=generator, dtype=torch.float64)

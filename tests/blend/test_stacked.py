@@ -1,4 +1,4 @@
-"""The stacked blend (disco_plug.stacking): a normalized density whose score is its gradient, with no
+"""The stacked blend (disco_plug.blend.stacked): a normalized density whose score is its gradient, with no
 spurious modes away from the data, exact sampling, and convolution in closed form."""
 
 import math
@@ -9,9 +9,10 @@ import torch
 import disco_plug
 from disco_plug.config import ModelConfig
 from disco_plug.estimator import Estimator
-from disco_plug.kde import GaussianKDE, scott_factor
+from disco_plug.densities.kde import GaussianKDE, scott_factor
 from disco_plug.model import DiScoFormer
-from disco_plug.stacking import pool_log_density_and_score, stacking_weights
+from disco_plug.densities.stacked import pool_log_density_and_score
+from disco_plug.fit.stacking import stacking_weights
 from disco_plug.targets import Banana, StudentT
 
 
@@ -160,13 +161,13 @@ def test_convolved_stacked_density_is_the_mixture_of_convolved_components(shrunk
     with the clean fit's weights (C' the whitening's ridged covariance); a variance-corrected KDE has
     kernel (h s)^2 C + sigma^2 I on the points shrunk to mean + s (x - mean), s = 1 / sqrt(1 + h^2)."""
     torch.manual_seed(0)
-    net = DiScoFormer(ModelConfig(max_dim=2, width=32, depth=1, heads=4, mixture_penalties=(), t_mixture_penalties=(),
+    net = DiScoFormer(ModelConfig(max_dim=2, width=32, depth=1, heads=4, mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False,
                                   stacked_shrunk_kde_factors=shrunk))
     g = torch.Generator().manual_seed(7)
     x = torch.randn(300, 2, generator=g, dtype=torch.float64) @ torch.tensor([[1.5, 0.4], [0.0, 0.5]], dtype=torch.float64)
     y = 2 * torch.randn(40, 2, generator=g, dtype=torch.float64)
     fitted = Estimator(net).fit(x)
-    w = fitted.cache.weights[0]
+    w = fitted.density.weights[0]
     xc = x - x.mean(0)
     cov = xc.T @ xc / len(x)
     ridged = cov + 1e-6 * torch.diag(cov.diagonal())  # the whitening's ridge: relative to each column's variance

@@ -1,0 +1,14 @@
+"""Density objects: every estimate and test density answers log_density_and_score, convolve and sample.
+
+`Gaussian` (the whitened Gaussian fit), `KernelDensity` (a Gaussian KDE of a context), `MixtureDensity`
+(a fitted Gaussian / Student-t mixture) and `StackedDensity` (their weighted mixture: the shipped
+estimate); see base.py for the protocol.
+"""
+
+from .base import Density
+from .gaussian import Gaussian
+from .kde import KernelDensity
+from .mixture import Mixture, MixtureDensity
+from .stacked import StackedDensity
+
+__all__ = ["Density", "Gaussian", "KernelDensity", "Mixture", "MixtureDensity", "StackedDensity"]
