@@ -12,8 +12,9 @@ from .config import ModelConfig
 from .estimator import Estimator, FittedEstimator, load
 from .gmm import GaussianMixture, random_gmm
 from .densities.kde import GaussianKDE
+from .blend.gated import GatedBlend
 from .model import DiScoFormer
 
 __version__ = "0.1.0"
-__all__ = ["load", "Estimator", "FittedEstimator", "ModelConfig", "DiScoFormer", "GaussianMixture",
+__all__ = ["load", "Estimator", "FittedEstimator", "ModelConfig", "DiScoFormer", "GatedBlend", "GaussianMixture",
            "random_gmm", "GaussianKDE", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "__version__"]

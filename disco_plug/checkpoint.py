@@ -17,12 +17,25 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .config import ModelConfig
-from .model import DiScoFormer
+from .blend.gated import GatedBlend
 
 __all__ = ["save_weights", "load_weights", "export_weights", "file_sha256", "read_metadata", "WEIGHTS_DIR", "default_weights_path"]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 _MODEL_PREFIX = "model."
+# Files written before the transformer became the gated blend's `residual` submodule keep its tensors at the
+# top level; they are renamed on load (convert_layout).
+_RESIDUAL = "residual."
+_RESIDUAL_TENSORS = ("point_embed", "kde_embed", "scalar_embed.", "dim_embed.", "blocks.", "norm.", "score_out.",
+                     "gate_out.", "logp_out.", "logp_gate_out.")
+
+
+def convert_layout(name: str) -> str:
+    """A network tensor's name in the current layout: the transformer's tensors of files written before
+    it became GatedBlend.residual (a DiScoFormer) get the `residual.` prefix; other names are unchanged."""
+    if not name.startswith(_RESIDUAL) and any(name == t or name.startswith(t) for t in _RESIDUAL_TENSORS):
+        return _RESIDUAL + name
+    return name
 
 
 def file_sha256(path: str | Path) -> str:
@@ -37,7 +50,7 @@ def default_weights_path() -> Path:
     return WEIGHTS_DIR / "default.safetensors"
 
 
-def save_weights(path: str | Path, network: DiScoFormer, *, extra_tensors: dict[str, Tensor] | None = None,
+def save_weights(path: str | Path, network: GatedBlend, *, extra_tensors: dict[str, Tensor] | None = None,
                  metadata: dict[str, str] | None = None) -> None:
     """Write the network (and optional extra tensors, e.g. optimizer state) to a safetensors file."""
     tensors = {_MODEL_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
@@ -66,7 +79,7 @@ def _expected_sha256(path: Path) -> str | None:
 
 
 def load_weights(path: str | Path, *, sha256: str | None = None,
-                 overrides: dict[str, object] | None = None) -> tuple[DiScoFormer, dict[str, Tensor], dict[str, str]]:
+                 overrides: dict[str, object] | None = None) -> tuple[GatedBlend, dict[str, Tensor], dict[str, str]]:
     """Load a network from safetensors; returns (network, other tensors, metadata).
 
     The file's sha256 is checked against `sha256` if given, else against weights/MANIFEST.json for the
@@ -100,8 +113,8 @@ def load_weights(path: str | Path, *, sha256: str | None = None,
             config = dataclasses.replace(config, **overrides)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid config override {overrides}: {exc}") from exc
-    network = DiScoFormer(config)
-    state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+    network = GatedBlend(config)
+    state = {convert_layout(k[len(_MODEL_PREFIX):]): v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:

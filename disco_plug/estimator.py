@@ -1,8 +1,10 @@
-"""The public estimator: pretrained DiScoFormer weights, fitted to a sample set, queried anywhere.
+"""The public estimator: the bundled weights, fitted to a sample set, queried anywhere.
 
-DiScoFormer (Density and Score Transformer, tech report arXiv 2511.05924) reads a set of samples and
-returns log p and grad log p of the distribution behind them at any query point. `fit` whitens the
-samples and encodes them once; each query then costs O(n) per layer.
+`fit` whitens the samples (fit/whitening.py) and, on first use, fits the estimate in that frame: by default
+the stacked density of the samples' own classical estimates (blend/stacked.py, a densities.StackedDensity),
+or with `load(blend="gated")` the gated blend with its DiScoFormer residual (blend/gated.py; DiScoFormer,
+Density and Score Transformer, tech report arXiv 2511.05924). Queries map back to data space with the
+whitening's Jacobian.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .densities import MixtureDensity, StackedDensity
 from .densities.mixture import convolve_mixture, mixture_log_density_and_score
 from .fit.em import refine_mixture
 from .fit.whitening import Whitening, fit_whitening
-from .model import ContextCache, DiScoFormer
+from .blend.gated import ContextCache, GatedBlend
 from .threads import load_aware_threads
 from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
 
@@ -41,7 +43,8 @@ _QUERY_CHUNK = 4096  # queries per network call: bounded memory for any number o
 
 
 class Estimator:
-    """A pretrained DiScoFormer, ready to `fit` any sample set of dimension 1..config.max_dim.
+    """The bundled estimator (the stacked density by default, or the gated blend with its DiScoFormer
+    residual), ready to `fit` any sample set of dimension 1..config.max_dim.
 
     Example
     -------
@@ -52,12 +55,12 @@ class Estimator:
     (3, 2)
     """
 
-    def __init__(self, network: DiScoFormer, *, metadata: dict[str, str] | None = None) -> None:
+    def __init__(self, network: GatedBlend, *, metadata: dict[str, str] | None = None) -> None:
         self.network = network.eval()
         for p in self.network.parameters():
             p.requires_grad_(False)
         self.metadata = dict(metadata or {})
-        self._by_device: dict[torch.device, DiScoFormer] = {}
+        self._by_device: dict[torch.device, GatedBlend] = {}
 
     @property
     def config(self) -> ModelConfig:
@@ -71,10 +74,9 @@ class Estimator:
                      *(f"Gaussian mixture (penalty {p:g})" for p in c.mixture_penalties),
                      *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties)]
             return f"Estimator(stacked density of {', '.join(parts)}; d=1..{c.max_dim}; transformer unused)"
-        return (f"Estimator(gated blend + DiScoFormer width={c.width} depth={c.depth} heads={c.heads}, "
-                f"d=1..{c.max_dim}, step={self.metadata.get('step', '?')})")
+        return f"Estimator({self.network!r}; d=1..{c.max_dim}, step={self.metadata.get('step', '?')})"
 
-    def _network_on(self, device: torch.device) -> DiScoFormer:
+    def _network_on(self, device: torch.device) -> GatedBlend:
         if device == next(self.network.parameters()).device:
             return self.network
         if device not in self._by_device:
@@ -176,7 +178,7 @@ class FittedEstimator:
         return f"FittedEstimator(n={self.n}, d={self.dim}{hull}{noise}, device={self.device})"
 
     @property
-    def network(self) -> DiScoFormer:
+    def network(self) -> GatedBlend:
         return self.estimator._network_on(self.device)
 
     @property
@@ -427,7 +429,7 @@ class FittedEstimator:
         return FittedEstimator(adapted, self.samples, self._spec)
 
     @staticmethod
-    def _adapt_steps(network: DiScoFormer, optimizer: torch.optim.Optimizer, context: Tensor, idx: Tensor,
+    def _adapt_steps(network: GatedBlend, optimizer: torch.optim.Optimizer, context: Tensor, idx: Tensor,
                      steps: int, fitted: ContextCache) -> None:
         # The context's mixture fits (and their summary) do not change with the network: the fit's own are reused.
         for _ in range(steps):

@@ -25,10 +25,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .checkpoint import load_weights, save_weights
+from .checkpoint import convert_layout, load_weights, save_weights
 from .config import ModelConfig
 from .gmm import random_gmm
-from .model import DiScoFormer
+from .blend.gated import GatedBlend
 from .fit.whitening import fit_whitening
 
 
@@ -180,7 +180,7 @@ def query_weights(part: str, target: Tensor, start_err: Tensor, tail_from: int, 
 
 
 @torch.no_grad()
-def _gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, d: int,
+def _gate_statistics(net: GatedBlend, cfg: TrainConfig, g: torch.Generator, d: int,
                      batches: int, robust: bool = False) -> tuple[dict, Tensor, Tensor, int]:
     """Normal equations of the gate least squares on fresh tasks of dimension d: (part, kind) ->
     [normal matrix, rhs, summed squared residual, summed squared target], with the range (lo, hi) of the
@@ -234,7 +234,7 @@ GateStatistics = dict[int, tuple[dict, Tensor, Tensor, int]]
 
 
 @torch.no_grad()
-def gate_statistics(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator | int, dims: list[int],
+def gate_statistics(net: GatedBlend, cfg: TrainConfig, g: torch.Generator | int, dims: list[int],
                     batches_per_dim: int = 4, small_dim_factor: int = 2, robust: bool = False,
                     done: GateStatistics | None = None,
                     on_dim: Callable[[GateStatistics], None] | None = None) -> GateStatistics:
@@ -294,7 +294,7 @@ def _gate_candidates(normal: Tensor, rhs: Tensor, ns: int, nf: int, nm: int, lam
 
 
 @torch.no_grad()
-def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int], ridge: float | None = None,
+def solve_gates(net: GatedBlend, stats: GateStatistics, dims: list[int], ridge: float | None = None,
                 tail: float = 0.0, context_heads: tuple[str, ...] = ("logp",),
                 context_min_dim: int = 1) -> dict[int, dict[str, str]]:
     """Set the gate tables of every d in dims from the statistics of d and its neighbours: per d and
@@ -332,7 +332,7 @@ def solve_gates(net: DiScoFormer, stats: GateStatistics, dims: list[int], ridge:
 
 
 @torch.no_grad()
-def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
+def fit_kde_gates(net: GatedBlend, cfg: TrainConfig, g: torch.Generator, batches_per_dim: int = 4,
                   ridge: float | None = None, dims: range | None = None, small_dim_factor: int = 2) -> int:
     """Start from the best blend of the gated skips instead of from the Gaussian fit: for every d (all
     of 1..max_dim unless `dims` is given), weighted least squares for the gate tables of a fresh
@@ -355,7 +355,7 @@ def fit_kde_gates(net: DiScoFormer, cfg: TrainConfig, g: torch.Generator, batche
 
 
 # -- checkpoint --------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig,
+def save_checkpoint(path: Path, net: GatedBlend, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig,
                     g: torch.Generator, stats: dict) -> None:
     extra = {"rng": g.get_state()}
     names = [name for name, _ in net.named_parameters()]  # optimizer state keyed by parameter name
@@ -366,7 +366,7 @@ def save_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer, st
     save_weights(path, net, extra_tensors=extra, metadata=meta)
 
 
-def load_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer,
+def load_checkpoint(path: Path, net: GatedBlend, opt: torch.optim.Optimizer,
                     g: torch.Generator) -> tuple[int, dict]:
     loaded, extra, meta = load_weights(path)
     net.load_state_dict(loaded.state_dict())
@@ -375,7 +375,7 @@ def load_checkpoint(path: Path, net: DiScoFormer, opt: torch.optim.Optimizer,
     for key, v in extra.items():
         if key.startswith("optim."):
             param, name = key[len("optim."):].rsplit(".", 1)
-            state["state"].setdefault(index[param], {})[name] = v
+            state["state"].setdefault(index[convert_layout(param)], {})[name] = v
     opt.load_state_dict(state)
     g.set_state(extra["rng"])
     return int(meta["step"]), json.loads(meta.get("stats", "{}"))
@@ -399,7 +399,7 @@ def train(cfg: TrainConfig) -> Path:
     ckpt = out / "checkpoint.safetensors"
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     # Training fits the gated blend's gates and transformer body; the stacked blend has no trained part.
-    net = DiScoFormer(ModelConfig.from_json(cfg.model) if cfg.model else ModelConfig(blend="gated"))
+    net = GatedBlend(ModelConfig.from_json(cfg.model) if cfg.model else ModelConfig(blend="gated"))
     if net.config.blend != "gated":
         raise ValueError(f"training needs a model config with blend 'gated' (got {net.config.blend!r}): "
                          "the stacked blend has no trained parameters")

@@ -6,16 +6,17 @@ import pytest
 import torch
 
 from disco_plug.config import ModelConfig
-from disco_plug.model import DiScoFormer, kernel_density
+from disco_plug.blend.gated import GatedBlend
+from disco_plug.densities.kde import kernel_density
 
 SMALL = ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6)
 # The shipped flags off: the plain gated network (full-covariance mixtures, no context features, no far-field skips).
 PLAIN = dict(mixture_axes=False, mixture_common_axes=False, gate_context_features=False, far_field_skips=False)
 
 
-def _net(seed: int) -> DiScoFormer:
+def _net(seed: int) -> GatedBlend:
     torch.manual_seed(seed)
-    net = DiScoFormer(SMALL)
+    net = GatedBlend(SMALL)
     with torch.no_grad():  # give the gate tables some non-zero values, as a least-squares fit would
         for p in (net.gate_base, net.logp_gate_base, net.gate_slope, net.logp_gate_slope):
             p.normal_(0.0, 0.1)
@@ -37,7 +38,7 @@ def test_inert_body_is_skipped_with_identical_results():
 def test_trained_heads_make_the_body_run():
     net = _net(1)
     with torch.no_grad():
-        net.score_out.weight.normal_(0.0, 0.01)
+        net.residual.score_out.weight.normal_(0.0, 0.01)
         cache = net.encode(torch.randn(1, 50, 2))
     assert len(cache.keys) == SMALL.depth
 
@@ -46,13 +47,13 @@ def test_a_layerless_cache_is_refused_by_a_trained_body():
     net = _net(2)
     with torch.no_grad():
         cache = net.encode(torch.randn(1, 50, 2), layers=False)
-        net.gate_out.bias.fill_(0.1)
+        net.residual.gate_out.bias.fill_(0.1)
         with pytest.raises(ValueError, match="encode it again"):
             net.query(cache, torch.randn(1, 5, 2))
 
 
 def test_mixture_skips_are_configurable():
-    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, mixture_penalties=(),
+    net = GatedBlend(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, mixture_penalties=(),
                                   t_mixture_penalties=(), gate_context_features=False))
     assert net.num_skips == len(net.config.kde_factors)
     with torch.no_grad():
@@ -113,7 +114,7 @@ def test_mixture_axes_and_prior_come_from_the_config():
     for name, extra in (("plain", {}), ("axes", {"mixture_axes": True}), ("prior", {"mixture_prior_scale": 4.0}),
                         ("common", {"mixture_common_axes": True})):
         torch.manual_seed(0)
-        net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6, **{**PLAIN, **extra}))
+        net = GatedBlend(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=6, **{**PLAIN, **extra}))
         with torch.no_grad():
             outs[name] = net.skip_features(net.encode(xw, axes=axes, frame=w.raw_frame()), y).log_density
             if name == "plain":
@@ -131,7 +132,7 @@ def test_context_summary_estimates_each_skips_held_out_gain():
     from disco_plug.gmm import random_gmm
     from disco_plug.densities.mixture import mixture_log_density_and_score
     from disco_plug.fit.whitening import fit_whitening
-    from disco_plug.model import gaussian_fit_log_density
+    from disco_plug.blend.gated import gaussian_fit_log_density
 
     g = torch.Generator().manual_seed(5)
     d, n = 6, 800
@@ -139,7 +140,7 @@ def test_context_summary_estimates_each_skips_held_out_gain():
     x, fresh = gmm.sample(n, generator=g), gmm.sample(4000, generator=g)
     w = fit_whitening(x)
     xw, fw = w.apply(x).float(), w.apply(fresh).float()
-    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=d, gate_context_features=True))
+    net = GatedBlend(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=d, gate_context_features=True))
     with torch.no_grad():
         cache = net.encode(xw)
         bw = net._bandwidths(n, d, xw)
@@ -158,8 +159,8 @@ def test_context_summary_estimates_each_skips_held_out_gain():
 def test_context_features_reach_the_gates_and_survive_convolution():
     """With gate_context_features the gate features gain one constant column per skip (the summary),
     a noised encode must be given the clean summary, and the config refuses the flag without mixtures."""
-    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, **{**PLAIN, "gate_context_features": True}))
-    plain = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, **PLAIN))
+    net = GatedBlend(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, **{**PLAIN, "gate_context_features": True}))
+    plain = GatedBlend(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, **PLAIN))
     assert net.num_gate_features == plain.num_gate_features + net.num_estimates
     x, y = torch.randn(2, 120, 3), torch.randn(2, 9, 3)
     with torch.no_grad():
@@ -183,7 +184,7 @@ def test_far_field_skips_hand_the_far_queries_to_another_mixture():
     first mixture's there, while near the data the far skips add nothing."""
     from disco_plug.densities.mixture import mixture_log_density_and_score
 
-    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, far_field_skips=True))
+    net = GatedBlend(ModelConfig(blend="gated", width=32, depth=1, heads=4, max_dim=4, far_field_skips=True))
     nf, nm = len(net.config.kde_factors), net.num_mixtures
     assert net.num_skips == nf + 2 * nm - 1
     with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 
 from disco_plug.config import ModelConfig
 from disco_plug.estimator import Estimator
-from disco_plug.model import DiScoFormer
+from disco_plug.blend.gated import GatedBlend
 from disco_plug.noised import SAMPLING_METHODS, NoisedScore
 from disco_plug.samplers import get_sigmas_karras, sample_probability_flow
 
@@ -24,7 +24,7 @@ def fresh_estimator():
     (With mixture skips, far queries follow the fitted mixture, which is Gaussian here only up to its
     covariance floor.)"""
     torch.manual_seed(0)
-    return Estimator(DiScoFormer(ModelConfig(blend="gated", max_dim=4, width=32, depth=2, heads=4, context_keys=128,
+    return Estimator(GatedBlend(ModelConfig(blend="gated", max_dim=4, width=32, depth=2, heads=4, context_keys=128,
                                              mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False)))
 
 
@@ -154,7 +154,7 @@ def test_convolved_kde_skip_is_the_clean_kde_convolved_with_the_noise():
     h^2 (C + sigma^2 I) + sigma^2 I, and over-smoothed p_sigma by a factor 1 + h^2 as sigma grew)."""
     from disco_plug.densities.kde import scott_factor
     torch.manual_seed(0)
-    net = DiScoFormer(ModelConfig(blend="gated", max_dim=2, width=32, depth=2, heads=4, mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False))
+    net = GatedBlend(ModelConfig(blend="gated", max_dim=2, width=32, depth=2, heads=4, mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False))
     scott = list(net.config.kde_factors).index(1.0)
     with torch.no_grad():
         for table in (net.gate_base, net.logp_gate_base):

@@ -13,14 +13,14 @@ from disco_plug.densities import kde as kde_module
 from disco_plug import model as model_module
 from disco_plug.config import ModelConfig
 from disco_plug.densities.kde import isotropic_kde
-from disco_plug.model import DiScoFormer
+from disco_plug.blend.gated import GatedBlend
 
 
-def _small_network(context_keys: int) -> DiScoFormer:
+def _small_network(context_keys: int) -> GatedBlend:
     """A seeded network with every head switched on (the zero-initialized heads get weights), so that
     each path of the forward pass shows in the output."""
     torch.manual_seed(0)
-    net = DiScoFormer(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=4, context_keys=context_keys))
+    net = GatedBlend(ModelConfig(blend="gated", width=32, depth=2, heads=4, max_dim=4, context_keys=context_keys))
     with torch.no_grad():
         for p in net.parameters():
             if not p.any():

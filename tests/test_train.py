@@ -9,7 +9,7 @@ import torch
 
 from disco_plug.checkpoint import load_weights
 from disco_plug.config import ModelConfig
-from disco_plug.model import DiScoFormer
+from disco_plug.blend.gated import GatedBlend
 from disco_plug.train import (TrainConfig, gate_statistics, lr_at, parse_args, relative_errors, sample_task,
                               solve_gates, train, train_step)
 
@@ -22,7 +22,7 @@ def test_loss_falls_on_a_fixed_task():
     cfg = TrainConfig(context_tokens=512, n_min=128, n_max=128, queries=64)
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    net = DiScoFormer(TINY)
+    net = GatedBlend(TINY)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
     task = sample_task(cfg, TINY.max_dim, g)
     losses = [train_step(net, opt, task, cfg, 3e-4)[0].item() for _ in range(60)]
@@ -42,7 +42,7 @@ def test_tasks_have_exact_whitened_targets():
     torch.testing.assert_close(cov, torch.eye(task["d"], dtype=torch.float64).expand_as(cov), atol=1e-4, rtol=0)
 
 
-def _synthetic_statistics(net: DiScoFormer, fit_target: torch.Tensor, check_target: torch.Tensor,
+def _synthetic_statistics(net: GatedBlend, fit_target: torch.Tensor, check_target: torch.Tensor,
                           design: torch.Tensor, check_design: torch.Tensor,
                           tail_target: torch.Tensor | None = None) -> dict:
     """Gate statistics of one d from explicit design matrices (rows: residual components, columns: the
@@ -61,7 +61,7 @@ def test_solve_gates_keeps_the_candidate_that_wins_the_held_out_check():
     """The fit batches suggest a KDE gate of 0.5 that the held-out batches do not bear out: there the
     residual is exactly the last mixture's skip. The check must then pick that mixture alone (zero
     held-out error) over every least-squares candidate, which all carry part of the spurious 0.5."""
-    net = DiScoFormer(TINY)
+    net = GatedBlend(TINY)
     ns, ng, nf = net.num_skips, net.num_gate_features, len(TINY.kde_factors)
     k = ns * (ng + 1)
     g = torch.Generator().manual_seed(3)
@@ -85,7 +85,7 @@ def test_solve_gates_keeps_the_candidate_that_wins_the_held_out_check():
 def test_solve_gates_weighs_the_tail_queries_when_asked():
     """In-distribution held-out queries favour the last mixture alone, tail queries the fitted blend
     (KDE gate 0.5): with tail=0 the check keeps the mixture; with the tail error weighted 10x, the blend."""
-    net = DiScoFormer(TINY)
+    net = GatedBlend(TINY)
     ns, nf = net.num_skips, len(TINY.kde_factors)
     k = ns * (net.num_gate_features + 1)
     g = torch.Generator().manual_seed(4)
@@ -101,7 +101,7 @@ def test_gate_fit_beats_the_gaussian_fit_on_fresh_tasks():
     """The least-squares gates, fitted on a few tasks, lower the in-distribution score error of fresh
     tasks below that of the network they start from (zero gates: the Gaussian fit of the context)."""
     torch.manual_seed(0)
-    net = DiScoFormer(TINY)
+    net = GatedBlend(TINY)
     cfg = TrainConfig(context_tokens=2048, n_min=256, n_max=512, queries=64)
     fresh = [sample_task(cfg, TINY.max_dim, torch.Generator().manual_seed(100 + i), dim=2) for i in range(4)]
 

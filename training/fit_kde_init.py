@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from disco_plug.checkpoint import read_metadata, save_weights
 from disco_plug.config import ModelConfig
-from disco_plug.model import DiScoFormer
+from disco_plug.blend.gated import GatedBlend
 from disco_plug.train import GateStatistics, TrainConfig, gate_statistics, solve_gates
 
 
@@ -70,7 +70,7 @@ parser.add_argument("--stats", default="", help="keep (or reuse) the least-squar
 args = parser.parse_args()
 torch.manual_seed(0)
 start = time.time()
-net = DiScoFormer(ModelConfig(**json.loads(args.model)))
+net = GatedBlend(ModelConfig(**json.loads(args.model)))
 dims = list(range(1, net.config.max_dim + 1))
 stats, hours = {}, 0.0
 if args.stats and Path(args.stats).exists():

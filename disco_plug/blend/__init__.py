@@ -1,2 +1,2 @@
 """How the classical estimates are combined into one: the stacked density (stacked.py, the shipped
-estimate) or the per-query gated blend with the transformer as its residual (disco_plug.model)."""
+estimate) or the per-query gated blend with the transformer as its residual (gated.py)."""

@@ -10,7 +10,7 @@ import disco_plug
 from disco_plug.config import ModelConfig
 from disco_plug.estimator import Estimator
 from disco_plug.densities.kde import GaussianKDE, scott_factor
-from disco_plug.model import DiScoFormer
+from disco_plug.blend.gated import GatedBlend
 from disco_plug.densities.stacked import pool_log_density_and_score
 from disco_plug.fit.stacking import stacking_weights
 from disco_plug.targets import Banana, StudentT
@@ -161,7 +161,7 @@ def test_convolved_stacked_density_is_the_mixture_of_convolved_components(shrunk
     with the clean fit's weights (C' the whitening's ridged covariance); a variance-corrected KDE has
     kernel (h s)^2 C + sigma^2 I on the points shrunk to mean + s (x - mean), s = 1 / sqrt(1 + h^2)."""
     torch.manual_seed(0)
-    net = DiScoFormer(ModelConfig(max_dim=2, width=32, depth=1, heads=4, mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False,
+    net = GatedBlend(ModelConfig(max_dim=2, width=32, depth=1, heads=4, mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False,
                                   stacked_shrunk_kde_factors=shrunk))
     g = torch.Generator().manual_seed(7)
     x = torch.randn(300, 2, generator=g, dtype=torch.float64) @ torch.tensor([[1.5, 0.4], [0.0, 0.5]], dtype=torch.float64)
@@ -204,6 +204,7 @@ def test_stacked_beats_scott_kde_on_log_density_of_heavy_tails(estimator):
 def test_repr_names_the_active_parts(estimator):
     text = repr(estimator)
     assert "stacked density" in text and "Student-t mixture" in text and "transformer unused" in text
-    assert "gated blend" in repr(disco_plug.load(blend="gated"))
+    gated = repr(disco_plug.load(blend="gated"))
+    assert "GatedBlend(9 gated skips" in gated and "residual DiScoFormer" in gated and "inert" in gated
     with pytest.raises(ValueError, match="blend"):
         disco_plug.load(blend="nope")
