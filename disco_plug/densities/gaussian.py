@@ -51,6 +51,9 @@ class Gaussian(Density):
     def _like(self) -> Tensor:
         return self.mean
 
+    def __repr__(self) -> str:
+        return f"Gaussian(d={self.dim}{', N(0, I)' if self._standard else ''})"
+
     @property
     def covariance(self) -> Tensor:
         if self.chol is None:

@@ -207,6 +207,11 @@ class MixtureDensity(Density):
     def _like(self) -> Tensor:
         return self.mixture.means
 
+    def __repr__(self) -> str:
+        used = torch.isfinite(self.mixture.log_norm[0])
+        heavy = int((self.mixture.dof[0][used] < GAUSSIAN_DOF).sum())
+        return f"MixtureDensity(K={int(used.sum())}, d={self.dim}{f', {heavy} Student-t' if heavy else ''})"
+
     def log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
         return mixture_log_density_and_score(self.mixture, y)
 

@@ -167,3 +167,8 @@ def test_stacked_density_pools_its_components_and_skips_unused_ones():
     torch.testing.assert_close(unused.log_density(y), dens.components[1].log_density(y))
     with pytest.raises(ValueError, match="do not match"):
         StackedDensity(torch.ones(1, 3, dtype=F64) / 3, dens.components[:2])
+
+
+def test_reprs_name_the_parts():
+    text = repr(_stacked(2, 5))
+    assert "Gaussian(d=2, N(0, I))" in text and "KernelDensity(n=40" in text and "MixtureDensity(K=2, d=2, 1 Student-t)" in text
