@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from disco_plug.samplers.methods import METHODS, SAMPLING_METHODS, SamplingProblem
+
 from .densities.kde import scott_factor
 from .validation import check_noise_level
 
@@ -35,10 +37,6 @@ __all__ = ["NoisedScore", "SAMPLING_METHODS", "NOISE_MODES"]
 
 _NOISE_SEED = 0  # the default fixed noise draw
 NOISE_MODES = ("convolved", "noised_context")
-SAMPLING_METHODS = ("pc", "ve_sde", "vp_sde", "ode", "annealed_langevin", "langevin", "mala")
-_DEFAULT_STEPS = {"pc": 100, "ve_sde": 200, "vp_sde": 200, "ode": 40, "annealed_langevin": 1000,
-                  "langevin": 1000, "mala": 1000}
-_ANNEALED_LEVELS = 10
 _SIGMA_MAX_SCALE = 10.0  # sigma_max = this * the largest standard deviation of the samples
 _SIGMA_MIN_SCALE = 0.01  # sigma_min = this * the smallest standard deviation
 
@@ -135,13 +133,11 @@ class NoisedScore:
                generator: torch.Generator | None = None, callback: Callable[[dict[str, Any]], None] | None = None,
                progress: bool = False, **options: Any) -> Tensor:
         """`num` new points (num, d) float64 from the estimated distribution; see `FittedEstimator.sample`."""
-        from disco_plug import samplers as S  # the samplers package imports nothing from here
-
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ValueError(f"num must be a positive integer, got {num!r}")
         if method not in SAMPLING_METHODS:
             raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(SAMPLING_METHODS)}")
-        steps = _DEFAULT_STEPS[method] if steps is None else steps
+        steps = METHODS[method].default_steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         x = self.fitted.samples  # (n, d)
@@ -149,43 +145,21 @@ class NoisedScore:
         evals = torch.linalg.eigvalsh(cov)
         sigma_max = _SIGMA_MAX_SCALE * float(evals[-1].sqrt())
         sigma_min = _SIGMA_MIN_SCALE * float(evals[0].sqrt())
-        common = dict(callback=callback, progress=progress)
 
         def prior(sigma: float) -> Tensor:  # moment-matched p_sigma: N(mean, cov + sigma^2 I)
             eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
             chol = torch.linalg.cholesky(cov + sigma**2 * eye)
             return mean + _randn(num, self.dim, generator, x) @ chol.T
 
-        if method in ("langevin", "mala"):
-            # Chains start at random context points; the step is a tenth of Scott's squared bandwidth
-            # along the narrowest direction (MALA adapts it during the first half).
+        def starts() -> Tensor:  # chains start at random context points
             idx = torch.randint(0, self.fitted.n, (num,), generator=generator, device=_gen_device(generator, x))
-            start = x[idx.to(x.device)]
-            tau = options.pop("step_size", 0.1 * scott_factor(self.fitted.n, self.dim) ** 2 * float(evals[0]))
-            if method == "langevin":
-                return S.sample_langevin(self.score_fn, start, step_size=tau, steps=steps, generator=generator,
-                                         **common, **options)
-            options.setdefault("adapt_steps", steps // 2)
-            return S.sample_mala(self.log_density_and_score_fn, start, step_size=tau, steps=steps,
-                                 generator=generator, **common, **options)
-        if method == "annealed_langevin":
-            levels = max(1, min(_ANNEALED_LEVELS, steps))
-            sigmas = S.get_sigmas_geometric(levels, sigma_min, sigma_max)
-            return S.sample_annealed_langevin(self.score_fn, prior(sigma_max), sigmas,
-                                              steps_per_sigma=max(1, steps // levels), generator=generator,
-                                              **common, **options)
-        if method == "ode":
-            sigmas = S.get_sigmas_karras(steps, sigma_min, sigma_max)
-            return S.sample_probability_flow(self.score_fn, prior(sigma_max), sigmas, **common, **options)
-        if method == "vp_sde":
-            sigmas = S.get_sigmas_vp(steps)
-            s0 = float(sigmas[0])
-            return S.sample_vp_sde(self.score_fn, S.vp_scale(s0) * prior(s0), sigmas, generator=generator,
-                                   **common, **options)
-        if method == "pc":
-            options.setdefault("corrector_steps", 1)
-        sigmas = S.get_sigmas_geometric(steps, sigma_min, sigma_max)
-        return S.sample_ve_sde(self.score_fn, prior(sigma_max), sigmas, generator=generator, **common, **options)
+            return x[idx.to(x.device)]
+
+        # The Langevin step: a tenth of Scott's squared bandwidth along the narrowest direction.
+        problem = SamplingProblem(self.score_fn, self.log_density_and_score_fn, prior, starts, sigma_min, sigma_max,
+                                  0.1 * scott_factor(self.fitted.n, self.dim) ** 2 * float(evals[0]),
+                                  generator=generator, callback=callback, progress=progress)
+        return METHODS[method].run(problem, steps, **options)
 
 
 def _moment_matched(noise: Tensor, samples: Tensor) -> Tensor:
