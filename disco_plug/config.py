@@ -35,10 +35,22 @@ class ModelConfig:
         mixture.fit_mixtures).
     mixture_common_axes: the mixture fits also try components that share their principal axes in the
         data's own frame (Flury's common principal components; 2 <= d <= 32; see mixture.fit_mixtures).
+    mixture_max_components, mixture_split_iters, mixture_final_iters, mixture_patience, mixture_path_points,
+        mixture_full_data_iters, mixture_trial_split_min_dim, mixture_common_axes_max_dim, mixture_var_floor,
+        mixture_dof_grid, mixture_family_test_sd: the EM fit's rules (disco_plug.fit.em.fit_mixture_sets, where
+        each is described and measured): the largest K, EM steps per split and after the choice of K, splits
+        without improvement before K stops growing, the subsample size of the splitting path and the EM
+        steps on every point after it, the d from which every split is tried, the largest d of the
+        common-axes family, the covariance floor, the Student-t grid of nu, and the likelihood-ratio test of
+        the restricted covariance families.
     gate_context_features: the gates also depend on one number per skip and context, its estimated
         held-out log-likelihood gain over the Gaussian fit (DiScoFormer.context_summary); needs mixtures.
     far_field_skips: far outside every component of the reference mixture, where the prediction is that
         mixture's, the other mixtures get gates too (their difference from the reference there).
+    far_field_sd, kde_handover: the gated blend's handovers to the reference mixture (GatedBlend.skip_features):
+        the whole prediction from a squared Mahalanobis distance per dimension of 2 + far_field_sd sqrt(2 / d)
+        (a chi-square point that many sd above its mean, plus one), a KDE skip where its log-density is more
+        than kde_handover nats per dimension below the mixture's.
     blend: how the estimates are combined. "stacked" (the default): a mixture of the densities of the
         Gaussian fit, a KDE at each of stacked_kde_factors and each fitted mixture, with per-context
         weights on the simplex chosen by held-out likelihood (disco_plug/blend/stacked.py): a normalized density whose
@@ -54,6 +66,8 @@ class ModelConfig:
         of width h / sqrt(1 + h^2) on the points shrunk towards their mean by 1 / sqrt(1 + h^2), so that
         the density has the samples' own covariance instead of (1 + h^2) times it. In high dimension,
         where Scott's h is near 1, an ordinary KDE's draws are spread 1.4x too wide.
+    stacking_min_weight: stacking weights below this are set to zero and the rest renormalized (fewer
+        components to evaluate; fit.stacking.stacking_weights).
     stacking_folds: how the stacking weights see held-out data: 2 fits every component on each half of the
         context and scores it on the other half (two-fold cross-validation; the mixtures are fitted twice
         more, as one batch of two half-size contexts); 0 (the default) uses the full fits with leave-one-out
@@ -80,11 +94,25 @@ class ModelConfig:
     mixture_prior_scale: float = 1.0
     mixture_axes: bool = True
     mixture_common_axes: bool = True
+    mixture_max_components: int = 10
+    mixture_split_iters: int = 8
+    mixture_final_iters: int = 12
+    mixture_patience: int = 2
+    mixture_path_points: int = 16384
+    mixture_full_data_iters: int = 4
+    mixture_trial_split_min_dim: int = 3
+    mixture_common_axes_max_dim: int = 32
+    mixture_var_floor: float = 1e-4
+    mixture_dof_grid: tuple[float, ...] = (3.0, 5.0, 8.0, 15.0, 30.0)
+    mixture_family_test_sd: float = 3.0
     gate_context_features: bool = True
     far_field_skips: bool = True
+    far_field_sd: float = 3.0
+    kde_handover: float = 1.0
     blend: str = "stacked"
     stacked_kde_factors: tuple[float, ...] = (1.0, 2.0)
     stacked_shrunk_kde_factors: tuple[float, ...] = (1.0,)
+    stacking_min_weight: float = 1e-3
     stacking_folds: int = 0
 
     def __post_init__(self) -> None:
@@ -99,6 +127,19 @@ class ModelConfig:
         if self.gate_context_features and not (self.mixture_penalties or self.t_mixture_penalties):
             raise ValueError("gate_context_features needs at least one mixture (the KDE-only skips have no summary): "
                              "set gate_context_features=False with mixture_penalties=() and t_mixture_penalties=()")
+        counts = ("mixture_max_components", "mixture_split_iters", "mixture_final_iters", "mixture_patience",
+                  "mixture_path_points", "mixture_full_data_iters", "mixture_trial_split_min_dim",
+                  "mixture_common_axes_max_dim")
+        for name in counts:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "mixture_final_iters" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.mixture_var_floor > 0 and self.mixture_family_test_sd >= 0 and 0 <= self.stacking_min_weight < 1
+                and self.far_field_sd >= 0):
+            raise ValueError(f"invalid model config {self}")
+        object.__setattr__(self, "mixture_dof_grid", tuple(float(v) for v in self.mixture_dof_grid))
+        if not all(v > 2 for v in self.mixture_dof_grid):
+            raise ValueError(f"mixture_dof_grid must hold degrees of freedom > 2, got {self.mixture_dof_grid}")
         for name in ("kde_factors", "stacked_kde_factors", "stacked_shrunk_kde_factors"):
             object.__setattr__(self, name, tuple(float(f) for f in getattr(self, name)))
         for name in ("mixture_penalties", "t_mixture_penalties"):

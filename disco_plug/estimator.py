@@ -328,7 +328,8 @@ class FittedEstimator:
                 frames.append(carried)
                 axes, frame = carried
                 mixtures.append(refine_mixture(moved, y_new, iters, prior=c.mixture_prior_scale * (self.dim + 2),
-                                               heavy_tails=t, axes=axes if c.mixture_axes else None,
+                                               heavy_tails=t, var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
+                                               axes=axes if c.mixture_axes else None,
                                                frame=frame if common else None))
             new._frames = tuple(frames)
             new._state = stacked_density(y_new, mixtures, density.weights, c)

@@ -225,7 +225,7 @@ class GatedBlend(nn.Module):
         # Mahalanobis distance / d well beyond its chi-square range), the whole prediction does: the
         # gates were fitted where there are data, and the mixture's tails are all there is to go on
         # (with config.far_field_skips, a gated blend of every mixture's tails).
-        trust = torch.exp(((log_kde - ref_log[..., None]) / d + 1.0).clamp(max=0.0))  # (B, m, F) in (0, 1]
+        trust = torch.exp(((log_kde - ref_log[..., None]) / d + self.config.kde_handover).clamp(max=0.0))  # (B, m, F) in (0, 1]
         score_kde_t = trust[..., None] * score_kde + (1 - trust[..., None]) * ref_score[..., None, :]
         log_kde_t = trust * log_kde + (1 - trust) * ref_log[..., None]
         score_f, log_f = self.kde_residual_features(y, torch.cat([log_kde_t, log_mix], -1),
@@ -236,7 +236,7 @@ class GatedBlend(nn.Module):
                 raise ValueError("this context cache has no summary; encode it with this network")
             phi.append(cache.summary.to(y.dtype)[:, None].expand(-1, y.shape[1], -1))
         phi = torch.cat(phi, -1)
-        far_from = 2.0 + 3.0 * math.sqrt(2.0 / d)  # delta / d of a chi-square_d point 3 sd above its mean, + 1
+        far_from = 2.0 + self.config.far_field_sd * math.sqrt(2.0 / d)  # delta / d of a chi-square_d point far_field_sd sd above its mean, + 1
         near = torch.exp(-(ref_delta / d - far_from).clamp(min=0.0))  # (B, m): 1 inside, -> 0 far away
         base_score = near[..., None] * -y + (1 - near[..., None]) * ref_score
         base_log = near * gauss + (1 - near) * ref_log

@@ -70,8 +70,13 @@ def fit_context_mixtures(x: Tensor, config: ModelConfig, axes: Tensor | None = N
     common-axes family with config.mixture_common_axes (fit.em.fit_mixtures)."""
     c, d = config, x.shape[-1]
     opts = dict(prior=c.mixture_prior_scale * (d + 2), axes=axes if c.mixture_axes else None,
-                frame=frame if c.mixture_common_axes else None)
-    gaussian, heavy = fit_mixture_sets(x, [(c.mixture_penalties, False), (c.t_mixture_penalties, True)], **opts)
+                frame=frame if c.mixture_common_axes else None, iters=c.mixture_split_iters,
+                final_iters=c.mixture_final_iters, patience=c.mixture_patience, path_points=c.mixture_path_points,
+                full_data_iters=c.mixture_full_data_iters, trial_split_min_dim=c.mixture_trial_split_min_dim,
+                common_axes_max_dim=c.mixture_common_axes_max_dim, var_floor=c.mixture_var_floor,
+                dof_grid=c.mixture_dof_grid, family_test_sd=c.mixture_family_test_sd)
+    gaussian, heavy = fit_mixture_sets(x, [(c.mixture_penalties, False), (c.t_mixture_penalties, True)],
+                                       c.mixture_max_components, **opts)
     return gaussian + heavy
 
 
@@ -155,4 +160,4 @@ def fit_stacked(x: Tensor, config: ModelConfig, axes: Tensor | None = None,
     else:
         kdes = kernel_densities(x, config.stacked_kde_factors, config.stacked_shrunk_kde_factors)
         held_out = held_out_log_densities(x, kdes, mixtures, subset=config.context_keys)
-    return stacked_density(x, mixtures, stacking_weights(held_out), config)
+    return stacked_density(x, mixtures, stacking_weights(held_out, min_weight=config.stacking_min_weight), config)

@@ -62,13 +62,14 @@ from ..densities.mixture import (GAUSSIAN_DOF, Mixture, _kernel, _log_const, _pa
 __all__ = ["fit_mixture", "fit_mixture_sets", "fit_mixtures", "path_subset", "refine_mixture"]
 
 COMMON_AXES_MAX_DIM = 32  # fit_mixtures' common-axes family above this d costs ~10 s per context (d = 100)
-_VAR_FLOOR = 1e-4  # covariance floor in whitened units (the context's total covariance is I)
+VAR_FLOOR = 1e-4  # covariance floor in whitened units (the context's total covariance is I)
+FAMILY_TEST_SD = 3.0  # fit_mixture_sets' likelihood-ratio test of a restricted covariance family
 # The heavy-tailed fit's choices of nu. It starts at 3, where a component still has a finite variance: with 1.5
 # and 2 also offered, grid-valued real tables (randhie's visit counts, spikes at 0) got nu = 1.5 in every
 # component, and draws from the estimate reached 250x the data's range (benchmarks/realdata.py, randhie, 5 splits:
 # sample energy ratio 34.7 -> 12.0 raw and 8.7 -> 4.6 dequantized without them, held-out likelihood 0.778 -> 0.767
 # and -0.616 -> -0.617 nats/dim, within a standard error; the synthetic accuracy rows changed only for the better).
-DOF_GRID = (3.0, 5.0, 8.0, 15.0, 30.0, GAUSSIAN_DOF)
+DOF_GRID = (3.0, 5.0, 8.0, 15.0, 30.0)  # and the Gaussian, GAUSSIAN_DOF, always
 PATH_POINTS = 16384  # fit_mixtures' splitting path runs on at most this many points (module docstring)
 # EM steps on every point after a subsampled path. Measured on 3 random d = 10 GMMs, n = 131072: the score error
 # is 0.049 % with 2, 4 or 12 such steps (and without subsampling); each step costs about 1.2 s there.
@@ -120,6 +121,16 @@ def _joint(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor,
     return log_norm[:, None] + _kernel(delta, dof[:, None], d), delta, prec_chol, log_norm
 
 
+class Shrinkage(NamedTuple):
+    """What every M-step uses besides the data: the covariance prior's pseudo-points, the variance floor
+    added to every covariance (whitened units), and the degrees-of-freedom grid of Student-t components
+    (the Gaussian, nu = GAUSSIAN_DOF, is always offered too)."""
+
+    prior: float
+    var_floor: float = 1e-4
+    dof_grid: tuple[float, ...] = (3.0, 5.0, 8.0, 15.0, 30.0)
+
+
 class _Family(NamedTuple):
     """Per context of a batch of fits (C,): which kind of mixture it is. fit_mixture_sets fits every kind of
     component (Gaussian, Student-t) and covariance family (full, diagonal, common axes) of a context as
@@ -133,14 +144,14 @@ class _Family(NamedTuple):
         return _Family(*(t[idx] for t in self))
 
 
-def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy: Tensor) -> Tensor:
+def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy: Tensor, dof_grid: tuple[float, ...]) -> Tensor:
     """Per component, the grid's nu with the largest expected log-likelihood sum_i r_ik log t_nu (B, K),
     a finite nu paying BIC's price of one parameter, log(n_k) / 2: Gaussian unless the tails earn it.
     heavy (B,): the contexts whose components may have finite nu (the others stay Gaussian)."""
     gaussian = torch.full_like(resp[:, 0], GAUSSIAN_DOF)
     if not bool(heavy.any()):
         return gaussian
-    grid = torch.tensor(DOF_GRID, dtype=resp.dtype, device=resp.device)  # (G,)
+    grid = torch.tensor((*dof_grid, GAUSSIAN_DOF), dtype=resp.dtype, device=resp.device)  # (G,)
     ll = torch.stack([(resp * (_log_const(g, d) + _kernel(delta, g, d))).sum(1) for g in grid], -1)  # (B, K, G)
     price = 0.5 * torch.log(resp.sum(1).clamp_min(1.0))  # (B, K)
     ll = ll - torch.where(grid < GAUSSIAN_DOF, 1.0, 0.0) * price[..., None]
@@ -198,7 +209,7 @@ def common_axes(cov: Tensor, weight: Tensor, axes: Tensor | None = None, iters: 
     return axes
 
 
-def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor, prior: float, family: _Family,
+def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor, shrink_to: Shrinkage, family: _Family,
             frame: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """Weights, means, shrunk covariances and their effective covariance parameters per context, from
     the responsibilities resp (B, n, K) and the scale weights (B, n, K) (ones for Gaussians). Diagonal
@@ -207,6 +218,7 @@ def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor, prior: floa
     the common-axes contexts (family.common) share their principal axes (common_axes, fitted from there);
     the frame, updated for those contexts, is returned last (None without one)."""
     b, n, d = x.shape
+    prior = shrink_to.prior
     counts = resp.sum(1)  # (B, K)
     safe = counts.clamp_min(1e-10)
     ru = resp * weight
@@ -229,12 +241,12 @@ def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor, prior: floa
         cov = cov.index_copy(0, rows, 0.5 * (shared + shared.transpose(-1, -2)))
         frame = frame.index_copy(0, rows, axes)
         cov_dof = cov_dof.index_copy(0, rows, d * (d - 1) / 2 + effective[rows] * d)
-    cov = cov + _VAR_FLOOR * eye
+    cov = cov + shrink_to.var_floor * eye
     log_w = torch.where(active, torch.log(safe / n), torch.full_like(safe, -math.inf))
     return log_w, means, cov, cov_dof, frame
 
 
-def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, active: Tensor, prior: float,
+def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, active: Tensor, shrink_to: Shrinkage,
         iters: int, family: _Family,
         frame: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """`iters` EM steps; returns the parameters, the effective covariance dof, the log-likelihood (B,)
@@ -244,8 +256,8 @@ def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, activ
     for _ in range(iters):
         joint, delta, _, _ = _joint(x, log_w, means, cov, dof)
         resp = torch.softmax(joint, dim=-1)
-        dof = torch.where(active, _choose_dof(resp, delta, d, family.heavy), dof)
-        log_w, means, cov, cov_dof, frame = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, prior,
+        dof = torch.where(active, _choose_dof(resp, delta, d, family.heavy, shrink_to.dof_grid), dof)
+        log_w, means, cov, cov_dof, frame = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, shrink_to,
                                                     family, frame)
     joint, _, _, _ = _joint(x, log_w, means, cov, dof)
     return log_w, means, cov, dof, cov_dof, torch.logsumexp(joint, dim=-1).sum(-1), frame
@@ -284,7 +296,7 @@ def path_subset(x: Tensor, size: int) -> Tensor:
     return torch.topk(h, size, dim=-1, largest=False, sorted=False).indices
 
 
-def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, prior: float,
+def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, shrink_to: Shrinkage,
                 family: _Family, frame: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The K + 1 components after the split, tried on every component, that gives each context the highest
     likelihood. A trial split divides component j's points (by responsibility) at the hyperplane through
@@ -301,9 +313,9 @@ def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tenso
         side = (((x - means[:, j, None]) * axis[:, j, None]).sum(-1) > 0).to(x.dtype)  # (B, n)
         r = torch.cat([resp, resp[..., j:j + 1] * (1 - side[..., None])], -1)
         r[..., j] = resp[..., j] * side
-        trial_w, trial_mu, trial_cov, _, trial_frame = _m_step(x, r, ones, active, prior, family, frame)
+        trial_w, trial_mu, trial_cov, _, trial_frame = _m_step(x, r, ones, active, shrink_to, family, frame)
         trial_dof = torch.cat([dof, dof[:, j:j + 1]], 1)
-        out = _em(x, trial_w, trial_mu, trial_cov, trial_dof, active, prior, 1, family, trial_frame)
+        out = _em(x, trial_w, trial_mu, trial_cov, trial_dof, active, shrink_to, 1, family, trial_frame)
         state, ll = out[:4], out[5]
         if best is None:
             best, best_ll = list(state), ll
@@ -326,7 +338,10 @@ def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_component
 def fit_mixture_sets(x: Tensor, kinds: list[tuple[tuple[float, ...], bool]], max_components: int = 10, *,
                      iters: int = 8, final_iters: int = 12, prior: float | None = None, patience: int = 2,
                      axes: Tensor | None = None, frame: Tensor | None = None,
-                     path_points: int | None = PATH_POINTS) -> list[tuple[Mixture, ...]]:
+                     path_points: int | None = PATH_POINTS, full_data_iters: int = FULL_DATA_ITERS,
+                     trial_split_min_dim: int = TRIAL_SPLIT_MIN_DIM, common_axes_max_dim: int = COMMON_AXES_MAX_DIM,
+                     var_floor: float = VAR_FLOOR, dof_grid: tuple[float, ...] = DOF_GRID,
+                     family_test_sd: float = FAMILY_TEST_SD) -> list[tuple[Mixture, ...]]:
     """Per kind (penalties, heavy_tails) in kinds, the mixtures of fit_mixtures for each penalty. Every kind
     and covariance family of every context is fitted as one entry of a single batch: one E- or M-step
     serves them all (on a d = 10, n = 1024 context the six fits of the shipped config took 0.8 s one after
@@ -354,7 +369,13 @@ def fit_mixture_sets(x: Tensor, kinds: list[tuple[tuple[float, ...], bool]], max
         coordinates up to one scale, where rotated data keep a common orientation that whitening would
         break. Ignored for d = 1 and above COMMON_AXES_MAX_DIM.
     path_points: above this many points per context, K is chosen on a subsample of this size and only the
-        final EM steps use every point (module docstring); None: always every point.
+        final EM steps use every point (module docstring); None: always every point. full_data_iters: at
+        most this many of those final steps see every point.
+    trial_split_min_dim: from this d on every split is tried (module docstring); common_axes_max_dim: the
+        largest d of the common-axes family; var_floor: added to every covariance (whitened units); dof_grid:
+        the Student-t components' choices of nu (the Gaussian is always offered); family_test_sd: a
+        restricted covariance family is kept unless the full one's deviance gain exceeds the chi-square
+        mean of its extra parameters by this many standard deviations.
     Each context and penalty keeps the full family unless a restricted one passes a likelihood-ratio test
     against it (see below); among those that pass, the better penalized likelihood wins.
     Computed in float64 without gradients; returns float64 tensors."""
@@ -370,7 +391,7 @@ def fit_mixture_sets(x: Tensor, kinds: list[tuple[tuple[float, ...], bool]], max
     families = [(None, "full")]  # (coordinates z = x @ matrix, family), each fitted in its own coordinates
     if axes is not None and d > 2:  # at d <= 2 a diagonal saves at most one parameter per component
         families.append((axes.to(x64), "diagonal"))
-    if frame is not None and 1 < d <= COMMON_AXES_MAX_DIM:
+    if frame is not None and 1 < d <= common_axes_max_dim:
         families.append((frame.to(x64), "common"))
     penalties = tuple(dict.fromkeys(p for pens, _ in fitted for p in pens))  # every penalty, each once
     blocks = [(kind, fam) for kind in range(len(fitted)) for fam in range(len(families))]  # B rows each
@@ -381,9 +402,10 @@ def fit_mixture_sets(x: Tensor, kinds: list[tuple[tuple[float, ...], bool]], max
     own = torch.tensor([[p in fitted[k][0] for p in penalties] for k, _ in blocks],
                        device=x64.device).repeat_interleave(b, 0)  # (C, P): the penalties each fit is chosen by
     with torch.no_grad():
+        shrink_to = Shrinkage(float(d + 2) if prior is None else float(prior), float(var_floor), tuple(dof_grid))
         fits, deviance, params = _fit_family(z, penalties, own, family, max_components, iters, final_iters,
-                                             float(d + 2) if prior is None else float(prior), patience,
-                                             path=None if path is None else path.repeat(len(blocks), 1))
+                                             shrink_to, patience, path=None if path is None else path.repeat(len(blocks), 1),
+                                             full_data_iters=full_data_iters, trial_split_min_dim=trial_split_min_dim)
     rows = lambda block: slice(block * b, (block + 1) * b)
     pens = [float(p) * math.log(max(n, 2)) for p in penalties]
     out = {}
@@ -406,7 +428,7 @@ def fit_mixture_sets(x: Tensor, kinds: list[tuple[tuple[float, ...], bool]], max
                 # precision matrix).
                 extra = params[rows(full), j] - r_par
                 gain = r_dev - deviance[rows(full), j]
-                passes = gain < extra + 3.0 * torch.sqrt(2.0 * extra.abs().clamp_min(1.0))  # (B,)
+                passes = gain < extra + family_test_sd * torch.sqrt(2.0 * extra.abs().clamp_min(1.0))  # (B,)
                 crit = r_dev + pens[j] * r_par
                 use = passes & (crit < best_crit)
                 best = Mixture(*(_per_context(use, bb, a) for a, bb in zip(_padded(best, r_fit), _padded(r_fit, best))))
@@ -417,8 +439,9 @@ def fit_mixture_sets(x: Tensor, kinds: list[tuple[tuple[float, ...], bool]], max
 
 
 def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: _Family, max_components: int,
-                iters: int, final_iters: int, prior: float, patience: int, *,
-                path: Tensor | None = None) -> tuple[tuple[Mixture, ...], Tensor, Tensor]:
+                iters: int, final_iters: int, shrink_to: Shrinkage, patience: int, *,
+                path: Tensor | None = None, full_data_iters: int = FULL_DATA_ITERS,
+                trial_split_min_dim: int = TRIAL_SPLIT_MIN_DIM) -> tuple[tuple[Mixture, ...], Tensor, Tensor]:
     """The splitting path of every context of a batch x64 (C, n, d), each of its own kind (family): per
     penalty the mixtures of the chosen K, and the deviances -2 log L and parameter counts (C, P) of those
     choices; own (C, P) marks the penalties each context is chosen by (the others are not finished, and
@@ -435,13 +458,13 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
     heavy = bool(family.heavy.any())
     ones = torch.ones(b, n, 1, dtype=x64.dtype, device=x64.device)
     active = torch.ones(b, 1, dtype=torch.bool, device=x64.device)
-    log_w, means, cov, fit_dof, _ = _m_step(x64, ones, ones, active, prior, family)
+    log_w, means, cov, fit_dof, _ = _m_step(x64, ones, ones, active, shrink_to, family)
     dof = torch.full_like(log_w, GAUSSIAN_DOF)
-    _, _, _, _, _, loglik, _ = _em(x64, log_w, means, cov, dof, active, prior, 0, family)
+    _, _, _, _, _, loglik, _ = _em(x64, log_w, means, cov, dof, active, shrink_to, 0, family)
     cov_dof = fit_dof  # one Gaussian component is the fit itself: no EM step
     if heavy and iters:  # one Student-t component gets its EM steps
         t = family.heavy.nonzero()[:, 0]
-        t_fit = _em(x64[t], log_w[t], means[t], cov[t], dof[t], active[t], prior, iters, family.rows(t))
+        t_fit = _em(x64[t], log_w[t], means[t], cov[t], dof[t], active[t], shrink_to, iters, family.rows(t))
         log_w, means, cov, dof, cov_dof, loglik = (a.index_copy(0, t, a_t) for a, a_t in
                                                    zip((log_w, means, cov, dof, cov_dof, loglik), t_fit[:6]))
     # The common axes start as the principal axes of the one-component fit; each split starts from the last.
@@ -464,12 +487,12 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
             ids, xs, fam = ids[live], xs[live], fam.rows(live)
             log_w, means, cov, dof = log_w[live], means[live], cov[live], dof[live]
             frame = None if frame is None else frame[live]
-        if d >= TRIAL_SPLIT_MIN_DIM:
-            log_w, means, cov, dof = _best_split(xs, log_w, means, cov, dof, prior, fam, frame)
+        if d >= trial_split_min_dim:
+            log_w, means, cov, dof = _best_split(xs, log_w, means, cov, dof, shrink_to, fam, frame)
         else:
             log_w, means, cov, dof = _split(log_w, means, cov, dof)
         active = torch.ones(len(ids), k, dtype=torch.bool, device=x64.device)
-        log_w, means, cov, dof, cov_dof, loglik, frame = _em(xs, log_w, means, cov, dof, active, prior, iters,
+        log_w, means, cov, dof, cov_dof, loglik, frame = _em(xs, log_w, means, cov, dof, active, shrink_to, iters,
                                                              fam, frame)
         padded = [_pad(t, k_max, f) for t, f in zip((log_w, means, cov, dof), fills)] + [frame]
         p = k - 1 + k * d + _tails(dof) + cov_dof  # (L,) for the L live contexts
@@ -486,13 +509,13 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
     # The final EM steps of every penalty's choice, as one batch (all are padded to k_max components).
     final = final_iters if k_max > 1 or heavy else 0
     if path is not None:  # the path saw a subsample; it converged there, so a few steps on every point
-        final = max(1, min(final, FULL_DATA_ITERS))
+        final = max(1, min(final, full_data_iters))
     rows = [own[:, j].nonzero()[:, 0] for j in range(len(penalties))]  # the (context, penalty) pairs in use
     log_w, means, cov, dof, frame = (None if bests[0][i] is None else
                                      torch.cat([best[i][r] for best, r in zip(bests, rows)]) for i in range(5))
     which = torch.cat(rows)
     if final:
-        log_w, means, cov, dof, _, loglik, _ = _em(full[which], log_w, means, cov, dof, torch.isfinite(log_w), prior,
+        log_w, means, cov, dof, _, loglik, _ = _em(full[which], log_w, means, cov, dof, torch.isfinite(log_w), shrink_to,
                                                    final, family.rows(which), frame)
         if path is not None:  # compare families on every point (fit_mixture_sets' likelihood-ratio test)
             deviance = deviance.clone()
@@ -511,6 +534,7 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
 
 
 def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_tails: bool,
+                   var_floor: float = VAR_FLOOR, dof_grid: tuple[float, ...] = DOF_GRID,
                    axes: Tensor | None = None, frame: Tensor | None = None) -> Mixture:
     """A warm-started refit of fitted mixtures mix (B, K) to points x (B, n, d) that moved or changed in
     number: `iters` EM steps from mix's components, with the same K (no splitting path, no model
@@ -559,7 +583,8 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_t
     z, cov = in_coords(coords)
     family = _Family(none | heavy_tails, diagonal, common)
     log_w, means, cov, dof, _, _, _ = _em(x64 @ coords, mixture_log_weights(z), z.means, cov, z.dof, active,
-                                          float(prior), iters, family, shared if bool(common.any()) else None)
+                                          Shrinkage(float(prior), float(var_floor), tuple(dof_grid)), iters, family,
+                                          shared if bool(common.any()) else None)
     _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
     back = torch.linalg.inv(coords)
     return convolve_mixture(Mixture(log_norm, means, prec_chol, dof, mix.params), back, torch.zeros_like(back))

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from disco_plug.fit import em as mixture
 from disco_plug.gmm import GaussianMixture
 from disco_plug.gmm import random_rotation
 from disco_plug.densities.mixture import GAUSSIAN_DOF, Mixture, convolve_mixture, mixture_log_density_and_score
@@ -88,13 +87,8 @@ def test_trial_splits_separate_tight_pairs_that_the_variance_rule_leaves_merged(
     held_out = float(mixture_log_density_and_score(trial, y)[0].mean())
     # Within 0.2 nats per point of the true density's held-out log-likelihood (-4.70)...
     assert held_out > float(pairs.log_prob(y).mean()) - 0.2
-    # ... where the variance rule (used below TRIAL_SPLIT_MIN_DIM) stops at K = 4 (-5.13 against -4.80).
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(mixture, "TRIAL_SPLIT_MIN_DIM", d + 1)
-    try:
-        rule = fit_mixture(x)
-    finally:
-        monkeypatch.undo()
+    # ... where the variance rule (used below trial_split_min_dim) stops at K = 4 (-5.13 against -4.80).
+    rule = fit_mixture(x, trial_split_min_dim=d + 1)
     assert float(mixture_log_density_and_score(rule, y)[0].mean()) < held_out - 0.1
 
 
