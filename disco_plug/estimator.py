@@ -24,9 +24,9 @@ from .checkpoint import default_weights_path, load_weights
 from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, describe_grid,
                       find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
-from .blend.stacked import fit_stacked, stacked_density
+from .blend.stacked import fit_context_mixtures, fit_stacked, stacked_density
 from .config import ModelConfig
-from .densities import MixtureDensity, StackedDensity
+from .densities import KernelDensity, MixtureDensity, StackedDensity
 from .densities.mixture import convolve_mixture, mixture_log_density_and_score
 from .fit.em import refine_mixture
 from .fit.whitening import Whitening, fit_whitening
@@ -211,8 +211,10 @@ class FittedEstimator:
                     if self._stacked:
                         self._state = fit_stacked(self._whitened_context(), self.estimator.config,
                                                   axes=w.data_axes(), frame=frame)
-                    else:
-                        self._state = self.network.encode(self._whitened_context(), axes=w.data_axes(), frame=frame)
+                    else:  # EM in float64 from the float64 samples; the network runs in float32
+                        x64 = w.apply(self.samples[None])
+                        mixtures = fit_context_mixtures(x64, self.estimator.config, w.data_axes(), frame)
+                        self._state = self.network.encode(self._whitened_context(), mixtures=mixtures)
         return self._state
 
     @property
@@ -246,11 +248,9 @@ class FittedEstimator:
         if self._stacked:
             return clean.density.convolve(noise_cov, to_frame)
         mixtures = tuple(convolve_mixture(m, to_frame, noise_cov) for m in clean.cache.mixtures)
-        evals, evecs = torch.linalg.eigh(noise_cov)
-        gram = to_frame.transpose(-1, -2) @ to_frame  # clean unit kernel, in this frame
-        kernel_scale = torch.diagonal(evecs.transpose(-1, -2) @ gram @ evecs, dim1=-2, dim2=-1)  # (1, d)
+        kernel = KernelDensity(clean.cache.points, 1.0).convolve(noise_cov, to_frame).kernel  # the clean unit kernel + N
         return self.network.encode(self._whitened_context(), mixtures=mixtures, summary=clean.cache.summary,
-                                   kernel_noise=(evals.clamp_min(0.0), evecs, kernel_scale.clamp_min(0.0)))
+                                   kernel_noise=kernel)
 
     def convolved(self, sigma: float) -> "FittedEstimator":
         """The estimate of p * N(0, sigma^2 I) (the density of X + sigma * noise) from the same samples.
