@@ -137,12 +137,12 @@ def speed(fitted) -> dict[str, dict]:
     import jax
     from pyro.ops.integrator import potential_grad
 
-    from disco_plug.integrations._density import MixtureDensity
+    from disco_plug.integrations._density import GaussianMixtureDensity
     from disco_plug.integrations.blackjax import logdensity_fn
     from disco_plug.integrations.pyro import potential_fn
 
     out = {}
-    for name, density in [("bundled estimator (n = 2048, d = 2)", fitted), ("exact mixture", MixtureDensity(TARGET))]:
+    for name, density in [("bundled estimator (n = 2048, d = 2)", fitted), ("exact mixture", GaussianMixtureDensity(TARGET))]:
         y = torch.zeros(1, 2, dtype=torch.float32)
         pot, z = potential_fn(density), {"x": torch.zeros(2)}
         value_and_grad = jax.jit(jax.value_and_grad(logdensity_fn(density)))

@@ -79,11 +79,12 @@ def _expected_sha256(path: Path) -> str | None:
 
 
 def load_weights(path: str | Path, *, sha256: str | None = None,
-                 overrides: dict[str, object] | None = None) -> tuple[GatedBlend, dict[str, Tensor], dict[str, str]]:
+                 overrides: dict[str, object] | None = None, residual: bool = True) -> tuple[GatedBlend, dict[str, Tensor], dict[str, str]]:
     """Load a network from safetensors; returns (network, other tensors, metadata).
 
     The file's sha256 is checked against `sha256` if given, else against weights/MANIFEST.json for the
-    shipped files. `overrides` replaces config fields that change no tensor shape (e.g. blend)."""
+    shipped files. `overrides` replaces config fields that change no tensor shape (e.g. blend).
+    residual=False builds the gated blend without its transformer and leaves the file's tensors of it unread."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
@@ -113,8 +114,10 @@ def load_weights(path: str | Path, *, sha256: str | None = None,
             config = dataclasses.replace(config, **overrides)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid config override {overrides}: {exc}") from exc
-    network = GatedBlend(config)
+    network = GatedBlend(config, residual=residual)
     state = {convert_layout(k[len(_MODEL_PREFIX):]): v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+    if not residual:
+        state = {k: v for k, v in state.items() if not k.startswith(_RESIDUAL)}
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -24,11 +24,10 @@ from .checkpoint import default_weights_path, load_weights
 from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, describe_grid,
                       find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
-from .blend.stacked import fit_context_mixtures, fit_stacked, stacked_density
+from .blend.stacked import fit_context_mixtures, fit_stacked, update_stacked
 from .config import ModelConfig
-from .densities import KernelDensity, MixtureDensity, StackedDensity
-from .densities.mixture import convolve_mixture, mixture_log_density_and_score
-from .fit.em import refine_mixture
+from .densities import KernelDensity, StackedDensity
+from .densities.mixture import convolve_mixture
 from .fit.whitening import Whitening, fit_whitening
 from .blend.gated import ContextCache, GatedBlend
 from .threads import load_aware_threads
@@ -278,7 +277,7 @@ class FittedEstimator:
         keeps its number of components and its covariance family, is carried to the new whitened frame by
         the move under which the new samples are likeliest (the density fixed in data space, fixed in the
         whitened frame, or moved by the points' least-squares affine motion when n is unchanged and the
-        rows are the same particles: _frame_moves), and takes `iters` EM steps on the new samples from
+        rows are the same particles: blend.stacked.frame_moves), and takes `iters` EM steps on the new samples from
         there (mixture.refine_mixture); the stacking weights (which estimate counts how much) are kept.
         With iters=0 an affine motion of the particles gives exactly the fit of the moved set (for a
         shift and a common scale, to which `fit` is equivariant). So it skips the splitting path, the model choice and
@@ -300,39 +299,16 @@ class FittedEstimator:
         if grid:  # as fit reports them (update has no dequantize: call fit for that)
             warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=2)
         new = FittedEstimator(est, x, spec)
-        density, c = self.density, est.config
-        fitted = [comp.mixture for comp in density.components if isinstance(comp, MixtureDensity)]
-        heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
+        c = est.config
         y_old, y_new = self._whitened_context(), new._whitened_context()  # float64: the stacked blend's dtype
-        moves = _frame_moves(self.whitening, new.whitening, y_old, y_new)
-        common = c.mixture_common_axes and self.whitening.frame_is_well_scaled()  # as in `cache`
-        mixtures, frames = [], []
+        common = c.mixture_common_axes and self.whitening.frame_is_well_scaled()  # as in `_fitted_state`
+        frames = [self._mixture_frames(i) for i in range(len(c.mixture_penalties) + len(c.t_mixture_penalties))]
         with torch.no_grad(), load_aware_threads():
-            for i, (mix, t) in enumerate(zip(fitted, heavy)):
-                # The start: this fit's mixture carried by whichever move makes the new samples likeliest.
-                best = None
-                for linear, shift in moves:
-                    try:
-                        moved = convolve_mixture(mix, linear, torch.zeros_like(linear))
-                    except torch.linalg.LinAlgError:
-                        continue
-                    moved = moved._replace(means=moved.means + shift)
-                    fit = float(mixture_log_density_and_score(moved, y_new)[0].mean())
-                    if math.isfinite(fit) and (best is None or fit > best[0]):
-                        best = (fit, moved, linear)
-                if best is None:  # no move gives a valid start (cannot happen with the data-space one)
-                    return est.fit(samples)
-                _, moved, linear = best
-                # The family's coordinates move with the mixture: z = y_old @ m = (y_new - shift) @ linear^-1 @ m.
-                carried = tuple(torch.linalg.solve(linear, m) for m in self._mixture_frames(i))
-                frames.append(carried)
-                axes, frame = carried
-                mixtures.append(refine_mixture(moved, y_new, iters, prior=c.mixture_prior_scale * (self.dim + 2),
-                                               heavy_tails=t, var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
-                                               axes=axes if c.mixture_axes else None,
-                                               frame=frame if common else None))
-            new._frames = tuple(frames)
-            new._state = stacked_density(y_new, mixtures, density.weights, c)
+            updated = update_stacked(self.density, self.whitening, new.whitening, y_old, y_new, frames, c,
+                                     iters=iters, common=common)
+        if updated is None:  # no move gives a valid start (cannot happen with the data-space one)
+            return est.fit(samples)
+        new._state, new._frames = updated
         return new
 
     def _mixture_frames(self, i: int) -> tuple[Tensor, Tensor]:
@@ -546,30 +522,20 @@ class FittedEstimator:
         return float(ratio.mean()), float(ratio.std() / math.sqrt(num))
 
 
-def _frame_moves(old: Whitening, new: Whitening, y_old: Tensor, y_new: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """Candidate maps y_new ~ y_old @ linear + shift between two fits' whitened frames, for carrying a
-    fitted mixture from one to the other (FittedEstimator.update): the density fixed in the data's own
-    space (the same x in both frames), the density fixed in the whitened frame (it moves with the samples'
-    mean and covariance), and, for sets of the same size, the least-squares affine motion of the points,
-    row by row (particles that keep their order; exact for an affine flow)."""
-    eye = torch.eye(y_old.shape[-1], dtype=y_old.dtype, device=y_old.device)[None]
-    moves = [(torch.linalg.solve(old.matrix, new.matrix), ((old.mean - new.mean)[:, None] @ new.matrix)),
-             (eye, torch.zeros_like(y_new[:, :1]))]
-    if y_old.shape == y_new.shape:  # both sets are centred in their frames: no shift
-        linear = torch.linalg.lstsq(y_old, y_new).solution
-        if bool(torch.isfinite(linear).all()) and float(torch.linalg.svdvals(linear).min()) > 1e-6:
-            moves.append((linear, torch.zeros_like(y_new[:, :1])))
-    return moves
-
-
-def load(path: str | Path | None = None, *, sha256: str | None = None, blend: str | None = None) -> Estimator:
+def load(path: str | Path | None = None, *, sha256: str | None = None, blend: str | None = None,
+         residual: bool = True) -> Estimator:
     """Load pretrained DiScoFormer weights (the bundled default if `path` is None), offline.
 
     Only safetensors files are read; the shipped file's sha256 is checked against the manifest.
     blend: "stacked" or "gated" overrides the file's config (ModelConfig.blend), e.g. for an ablation:
     `load(blend="gated")` is the per-query gated blend the same weights carry.
+    residual: False drops the transformer residual of the gated blend (`load(blend="gated", residual=False)`
+    is the gates alone; with the shipped weights, whose residual heads are zero, the same estimate). The
+    stacked blend never runs the transformer, so it is the same with either value.
     """
+    if not isinstance(residual, bool):
+        raise ValueError(f"residual must be True or False, got {residual!r}")
     overrides = None if blend is None else {"blend": blend}
     network, _, meta = load_weights(default_weights_path() if path is None else path, sha256=sha256,
-                                    overrides=overrides)
+                                    overrides=overrides, residual=residual)
     return Estimator(network, metadata=meta)

@@ -127,6 +127,10 @@ class GaussianMixture:
             return log_p.reshape(lead), score.reshape(*lead, self.dim)
         return log_p, score
 
+    def log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The package's density protocol (disco_plug.integrations.Density): log_prob_and_score."""
+        return self.log_prob_and_score(y)
+
     def log_prob(self, y: Tensor) -> Tensor:
         return self.log_prob_and_score(y)[0]
 

@@ -16,8 +16,20 @@ from torch import Tensor
 __all__ = ["Banana", "BetaProduct", "Bimodal", "Funnel", "LandauBKW", "Laplace", "StudentT"]
 
 
+class _ExactDensity:
+    """The density protocol of the package (disco_plug.integrations.Density): `dim` and
+    log_density_and_score(y) for points (m, d), so an exact target plugs into every adapter and check that a
+    fitted estimate does (the exact controls of benchmarks/mcmc.py)."""
+
+    def log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.log_prob_and_score(y)
+
+    def log_density(self, y: Tensor) -> Tensor:
+        return self.log_prob_and_score(y)[0]
+
+
 @dataclass(frozen=True)
-class Laplace:
+class Laplace(_ExactDensity):
     """Product of d independent Laplace(0, 1): log p = -|x|_1 - d log 2, score = -sign(x)."""
 
     dim: int
@@ -31,7 +43,7 @@ class Laplace:
 
 
 @dataclass(frozen=True)
-class StudentT:
+class StudentT(_ExactDensity):
     """Multivariate Student-t with nu degrees of freedom and identity scale:
     log p = c - (nu + d)/2 log(1 + |x|^2 / nu), score = -(nu + d) x / (nu + |x|^2)."""
 
@@ -67,7 +79,7 @@ def _with_score(log_prob: Callable[[Tensor], Tensor], y: Tensor) -> tuple[Tensor
 
 
 @dataclass(frozen=True)
-class Banana:
+class Banana(_ExactDensity):
     """Twisted Gaussian (Haario, Saksman & Tamminen 1999): x0 ~ N(0, s0^2), x1 | x0 ~ N(b (x0^2 - s0^2), s1^2)."""
 
     s0: float = 1.2
@@ -94,7 +106,7 @@ class Banana:
 
 
 @dataclass(frozen=True)
-class Funnel:
+class Funnel(_ExactDensity):
     """Neal's (2003) funnel: v ~ N(0, sv^2), x_i | v ~ N(0, exp(v)) for the other d - 1 coordinates."""
 
     dim: int = 3
@@ -121,7 +133,7 @@ class Funnel:
 
 
 @dataclass(frozen=True)
-class BetaProduct:
+class BetaProduct(_ExactDensity):
     """Product of d independent Beta(a, b) on the unit cube (a bounded support; log p = -inf outside)."""
 
     dim: int = 3
@@ -150,7 +162,7 @@ class BetaProduct:
 
 
 @dataclass(frozen=True)
-class Bimodal:
+class Bimodal(_ExactDensity):
     """0.5 N(-m e_0, I) + 0.5 N(m e_0, I) in d dimensions: two separated modes."""
 
     dim: int = 6

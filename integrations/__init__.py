@@ -26,7 +26,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Density": "_density", "MixtureDensity": "_density",
+    "Density": "_density", "GaussianMixtureDensity": "_density",
     "potential_fn": "pyro", "EstimatedDistribution": "pyro", "LangevinKernel": "pyro",
     "logdensity_fn": "blackjax", "grad_estimator": "blackjax",
     "SchedulerHook": "diffusers", "TabularPipeline": "diffusers",

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from disco_plug.gmm import GaussianMixture
 
-__all__ = ["Density", "MixtureDensity", "as_density", "evaluate", "samples_exactly"]
+__all__ = ["Density", "GaussianMixtureDensity", "as_density", "evaluate", "samples_exactly"]
 
 
 @runtime_checkable
@@ -30,14 +30,14 @@ class Density(Protocol):
 
 
 @dataclass(frozen=True)
-class MixtureDensity:
+class GaussianMixtureDensity:
     """An exact Gaussian mixture (B = 1) behind the `Density` protocol: the oracle of the tests.
 
     Example:
         >>> import torch
         >>> from disco_plug.gmm import GaussianMixture
         >>> gmm = GaussianMixture.from_components([1.0], torch.zeros(1, 2), torch.ones(1, 2))
-        >>> log_p, score = MixtureDensity(gmm).log_density_and_score(torch.ones(3, 2))
+        >>> log_p, score = GaussianMixtureDensity(gmm).log_density_and_score(torch.ones(3, 2))
         >>> score[0].tolist()
         [-1.0, -1.0]
     """
@@ -46,7 +46,7 @@ class MixtureDensity:
 
     def __post_init__(self) -> None:
         if self.mixture.batch != 1:
-            raise ValueError(f"MixtureDensity needs a single mixture (B = 1), got B = {self.mixture.batch}")
+            raise ValueError(f"GaussianMixtureDensity needs a single mixture (B = 1), got B = {self.mixture.batch}")
 
     @property
     def dim(self) -> int:
@@ -63,7 +63,7 @@ class MixtureDensity:
 def as_density(obj: object) -> Density:
     """Accept a `Density` (e.g. a fitted estimator) or a single `GaussianMixture`."""
     if isinstance(obj, GaussianMixture):
-        return MixtureDensity(obj)
+        return GaussianMixtureDensity(obj)
     if not isinstance(obj, Density):
         raise TypeError(f"expected a density with `dim` and `log_density_and_score(y)` (e.g. "
                         f"`disco_plug.load().fit(X)`) or a GaussianMixture, got {type(obj).__name__}")

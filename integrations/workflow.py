@@ -9,7 +9,7 @@ that prior: it has no usable log_prob.
 
 Example:
     >>> import torch
-    >>> from disco_plug.integrations._density import MixtureDensity
+    >>> from disco_plug.integrations._density import GaussianMixtureDensity
     >>> from disco_plug.integrations.workflow import breast_cancer
     >>> X, y, names = breast_cancer(("mean radius", "mean texture"))
     >>> X.shape, names

@@ -73,12 +73,13 @@ class GatedBlend(nn.Module):
     (B, m) and score (B, m, d), the Gaussian fit plus gated skips to the KDEs and mixtures of the context,
     plus the transformer (`residual`, a DiScoFormer) on top. See the module docstring."""
 
-    def __init__(self, config: ModelConfig | None = None) -> None:
+    def __init__(self, config: ModelConfig | None = None, *, residual: bool = True) -> None:
+        """residual=False: the gates alone, without the transformer (its tensors are not built)."""
         super().__init__()
         c = self.config = config or ModelConfig()
         ns = self.num_skips  # gated skips: one per KDE bandwidth, then one per fitted mixture
         ng = self.num_gate_features
-        self.residual = DiScoFormer(c, ns)
+        self.residual = DiScoFormer(c, ns) if residual else None
         # Per-dimension blend weights of the skips (score and log-density), fitted by least squares
         # (train.fit_kde_gates) ...
         self.gate_base = nn.Parameter(torch.zeros(c.max_dim + 1, ns))
@@ -94,10 +95,14 @@ class GatedBlend(nn.Module):
 
     def __repr__(self) -> str:
         c = self.config
-        body = "inert: its heads are zero, it is skipped" if self._body_is_inert() else "active"
+        if self.residual is None:
+            body = "no residual"
+        else:
+            state = "inert: its heads are zero, it is skipped" if self._body_is_inert() else "active"
+            body = f"residual DiScoFormer width={c.width} depth={c.depth} heads={c.heads} ({state})"
         return (f"GatedBlend({self.num_skips} gated skips: {len(c.kde_factors)} KDEs, {self.num_mixtures} mixtures"
                 f"{', far-field skips' if c.far_field_skips else ''}{', context features' if c.gate_context_features else ''}; "
-                f"residual DiScoFormer width={c.width} depth={c.depth} heads={c.heads} ({body}))")
+                f"{body})")
 
     @property
     def num_skips(self) -> int:
@@ -275,7 +280,7 @@ class GatedBlend(nn.Module):
         while parameters take gradients (training, test-time adaptation) the body always runs."""
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
             return False
-        return self.residual.heads_are_zero()
+        return self.residual is None or self.residual.heads_are_zero()
 
     @staticmethod
     def kde_residual_features(y: Tensor, log_kde: Tensor, score_kde: Tensor) -> tuple[Tensor, Tensor]:

@@ -13,11 +13,14 @@ in-sample log-likelihood for the Gaussian fit and the mixtures (`held_out_log_de
 config.stacking_folds = 2 two-fold cross-validation. No gates, no per-query weights, nothing trained.
 At which noise level: p * N(0, S) is the same weights on every component convolved with S
 (StackedDensity.convolve), which is how the samplers' noise-conditional score is computed.
+As the context evolves: update_stacked carries each mixture to the new samples and refines it by a few EM
+steps, with the same weights (FittedEstimator.update).
 The result is a normalized density whose score is its exact gradient (densities.stacked).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,11 +30,12 @@ from ..config import ModelConfig
 from ..densities import Density, Gaussian, KernelDensity, Mixture, MixtureDensity, StackedDensity
 from ..densities.gaussian import standard_normal_log_density
 from ..densities.kde import scott_factor
-from ..densities.mixture import mixture_log_density_and_score
-from ..fit.em import fit_mixture_sets, path_subset
+from ..densities.mixture import convolve_mixture, mixture_log_density_and_score
+from ..fit.em import fit_mixture_sets, path_subset, refine_mixture
 from ..fit.stacking import optimism, stacking_weights
+from ..fit.whitening import Whitening
 
-__all__ = ["fit_stacked", "stacked_density", "kernel_densities", "fit_context_mixtures", "held_out_log_densities",
+__all__ = ["fit_stacked", "update_stacked", "frame_moves", "stacked_density", "kernel_densities", "fit_context_mixtures", "held_out_log_densities",
            "context_subset"]
 
 _SUBSET_SEED = 20251107  # fixed seed of the held-out subset: same data, same estimate
@@ -161,3 +165,56 @@ def fit_stacked(x: Tensor, config: ModelConfig, axes: Tensor | None = None,
         kdes = kernel_densities(x, config.stacked_kde_factors, config.stacked_shrunk_kde_factors)
         held_out = held_out_log_densities(x, kdes, mixtures, subset=config.context_keys)
     return stacked_density(x, mixtures, stacking_weights(held_out, min_weight=config.stacking_min_weight), config)
+
+
+def frame_moves(old: Whitening, new: Whitening, y_old: Tensor, y_new: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Candidate maps y_new ~ y_old @ linear + shift between two fits' whitened frames, for carrying a
+    fitted mixture from one to the other (FittedEstimator.update): the density fixed in the data's own
+    space (the same x in both frames), the density fixed in the whitened frame (it moves with the samples'
+    mean and covariance), and, for sets of the same size, the least-squares affine motion of the points,
+    row by row (particles that keep their order; exact for an affine flow)."""
+    eye = torch.eye(y_old.shape[-1], dtype=y_old.dtype, device=y_old.device)[None]
+    moves = [(torch.linalg.solve(old.matrix, new.matrix), ((old.mean - new.mean)[:, None] @ new.matrix)),
+             (eye, torch.zeros_like(y_new[:, :1]))]
+    if y_old.shape == y_new.shape:  # both sets are centred in their frames: no shift
+        linear = torch.linalg.lstsq(y_old, y_new).solution
+        if bool(torch.isfinite(linear).all()) and float(torch.linalg.svdvals(linear).min()) > 1e-6:
+            moves.append((linear, torch.zeros_like(y_new[:, :1])))
+    return moves
+
+
+def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_old: Tensor, y_new: Tensor,
+                   frames: Sequence[tuple[Tensor, Tensor]], config: ModelConfig, *, iters: int,
+                   common: bool) -> tuple[StackedDensity, tuple[tuple[Tensor, Tensor], ...]] | None:
+    """The stacked estimate of a context that evolved from y_old (whitened by `old`) to y_new (whitened by
+    `new`), warm-started from `density` (FittedEstimator.update): new KDEs; each mixture keeps K and its
+    covariance family (coordinates `frames`, per mixture: the diagonal family's axes and the common-axes
+    frame, in the old whitened frame), is carried by whichever of frame_moves makes y_new likeliest and
+    takes `iters` EM steps there (fit.em.refine_mixture); the weights are kept. Returns the new density
+    and the families' coordinates in the new frame, or None if no move gives a valid start."""
+    c, d = config, y_new.shape[-1]
+    mixtures = [comp.mixture for comp in density.components if isinstance(comp, MixtureDensity)]
+    heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
+    moves = frame_moves(old, new, y_old, y_new)
+    refined, carried_frames = [], []
+    for mix, t, coords in zip(mixtures, heavy, frames):
+        best = None
+        for linear, shift in moves:
+            try:
+                moved = convolve_mixture(mix, linear, torch.zeros_like(linear))
+            except torch.linalg.LinAlgError:
+                continue
+            moved = moved._replace(means=moved.means + shift)
+            fit = float(mixture_log_density_and_score(moved, y_new)[0].mean())
+            if math.isfinite(fit) and (best is None or fit > best[0]):
+                best = (fit, moved, linear)
+        if best is None:
+            return None
+        _, moved, linear = best
+        # The family's coordinates move with the mixture: z = y_old @ m = (y_new - shift) @ linear^-1 @ m.
+        axes, frame = carried = tuple(torch.linalg.solve(linear, m) for m in coords)
+        carried_frames.append(carried)
+        refined.append(refine_mixture(moved, y_new, iters, prior=c.mixture_prior_scale * (d + 2), heavy_tails=t,
+                                      var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
+                                      axes=axes if c.mixture_axes else None, frame=frame if common else None))
+    return stacked_density(y_new, refined, density.weights, c), tuple(carried_frames)

@@ -5,6 +5,11 @@ A `Density` is a batch of B densities on R^d, one per context, evaluated at poin
 convolution). Every density of the package is one: the whitened Gaussian fit (`Gaussian`), a Gaussian
 KDE (`KernelDensity`), a Gaussian or Student-t mixture (`MixtureDensity`), and their stacked blend
 (`StackedDensity`), so each can be built, queried, convolved and sampled alone, without a network.
+
+These are the batched densities of a fit, in its whitened frame. What users and the framework adapters
+query is the unbatched protocol of disco_plug.integrations (`dim` and `log_density_and_score(y)` for points
+(m, d) in data space), which a FittedEstimator speaks: it whitens the queries, asks its StackedDensity
+(`fitted.density`) and maps the answer back with the whitening's Jacobian.
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ import torch
 from torch import Tensor
 
 from disco_plug.gmm import GaussianMixture
-from disco_plug.integrations._density import MixtureDensity
+from disco_plug.integrations._density import GaussianMixtureDensity
 
 TARGET = GaussianMixture.from_components(
     [0.4, 0.6],
     torch.tensor([[-0.6, 0.4], [0.7, -0.3]], dtype=torch.float64),
     torch.tensor([[0.5, 0.6], [0.4, 0.3]], dtype=torch.float64))
-DENSITY = MixtureDensity(TARGET)
+DENSITY = GaussianMixtureDensity(TARGET)
 
 
 def exact_moments(gmm: GaussianMixture = TARGET) -> tuple[Tensor, Tensor]:

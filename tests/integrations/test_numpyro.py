@@ -75,7 +75,7 @@ def test_distribution_shapes_support_and_bad_values():
 
 
 def test_sample_is_exact_reproducible_and_follows_the_key():
-    dist = EstimatedDistribution(DENSITY)  # MixtureDensity.sample: exact mixture draws
+    dist = EstimatedDistribution(DENSITY)  # GaussianMixtureDensity.sample: exact mixture draws
     a = dist.sample(jax.random.key(1), (4000,))
     assert a.shape == (4000, 2) and a.dtype == jnp.result_type(float)
     np.testing.assert_array_equal(a, jax.jit(lambda k: dist.sample(k, (4000,)))(jax.random.key(1)))
