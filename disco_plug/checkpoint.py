@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -52,7 +53,11 @@ def default_weights_path() -> Path:
 
 def save_weights(path: str | Path, network: GatedBlend, *, extra_tensors: dict[str, Tensor] | None = None,
                  metadata: dict[str, str] | None = None) -> None:
-    """Write the network (and optional extra tensors, e.g. optimizer state) to a safetensors file."""
+    """Write the network (and optional extra tensors, e.g. optimizer state) to a safetensors file.
+    The network must have its transformer residual (a file always carries the whole model)."""
+    if network.residual is None:
+        raise ValueError("this network was built without its transformer residual (load(residual=False), or the "
+                         "stacked default, which does not build it): load it with residual=True to save a complete file")
     tensors = {_MODEL_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().to("cpu").contiguous()
@@ -79,12 +84,14 @@ def _expected_sha256(path: Path) -> str | None:
 
 
 def load_weights(path: str | Path, *, sha256: str | None = None,
-                 overrides: dict[str, object] | None = None, residual: bool = True) -> tuple[GatedBlend, dict[str, Tensor], dict[str, str]]:
+                 overrides: dict[str, object] | None = None,
+                 residual: bool | None = True) -> tuple[GatedBlend, dict[str, Tensor], dict[str, str]]:
     """Load a network from safetensors; returns (network, other tensors, metadata).
 
     The file's sha256 is checked against `sha256` if given, else against weights/MANIFEST.json for the
     shipped files. `overrides` replaces config fields that change no tensor shape (e.g. blend).
-    residual=False builds the gated blend without its transformer and leaves the file's tensors of it unread."""
+    residual=False builds the gated blend without its transformer and leaves the file's tensors of it unread;
+    None builds it only where the config's blend runs it (blend "gated")."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
@@ -114,14 +121,23 @@ def load_weights(path: str | Path, *, sha256: str | None = None,
             config = dataclasses.replace(config, **overrides)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid config override {overrides}: {exc}") from exc
-    network = GatedBlend(config, residual=residual)
     state = {convert_layout(k[len(_MODEL_PREFIX):]): v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+    with torch.device("meta"):  # every tensor is checked against the config, built or not (no memory, no RNG)
+        expected = {k: v.shape for k, v in GatedBlend(config).state_dict().items()}
+    found = {k: v.shape for k, v in state.items()}
+    if found != expected:
+        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        shapes = [f"{k}: {tuple(found[k])} instead of {tuple(expected[k])}" for k in sorted(set(found) & set(expected))
+                  if found[k] != expected[k]]
+        raise ValueError(f"the tensors in weights file {path} do not match its model_config: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, wrong shapes {shapes[:5]}")
+    if residual is None:
+        residual = config.blend == "gated"
+    with torch.random.fork_rng(devices=[]):  # the initialization is overwritten: leave the global RNG as it was
+        network = GatedBlend(config, residual=residual)
     if not residual:
         state = {k: v for k, v in state.items() if not k.startswith(_RESIDUAL)}
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"the tensors in weights file {path} do not match its model_config: {exc}") from exc
+    network.load_state_dict(state, strict=True)
     network.eval()
     others = {k: v for k, v in tensors.items() if not k.startswith(_MODEL_PREFIX)}
     return network, others, meta

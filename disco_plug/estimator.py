@@ -72,7 +72,7 @@ class Estimator:
                      *(f"variance-corrected KDE {f:g}x Scott" for f in c.stacked_shrunk_kde_factors),
                      *(f"Gaussian mixture (penalty {p:g})" for p in c.mixture_penalties),
                      *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties)]
-            return f"Estimator(stacked density of {', '.join(parts)}; d=1..{c.max_dim}; transformer unused)"
+            return f"Estimator(stacked density of {', '.join(parts)}; d=1..{c.max_dim}; transformer unused, not loaded)"
         return f"Estimator({self.network!r}; d=1..{c.max_dim}, step={self.metadata.get('step', '?')})"
 
     def _network_on(self, device: torch.device) -> GatedBlend:
@@ -523,19 +523,20 @@ class FittedEstimator:
 
 
 def load(path: str | Path | None = None, *, sha256: str | None = None, blend: str | None = None,
-         residual: bool = True) -> Estimator:
+         residual: bool | None = None) -> Estimator:
     """Load pretrained DiScoFormer weights (the bundled default if `path` is None), offline.
 
     Only safetensors files are read; the shipped file's sha256 is checked against the manifest.
     blend: "stacked" or "gated" overrides the file's config (ModelConfig.blend), e.g. for an ablation:
     `load(blend="gated")` is the per-query gated blend the same weights carry.
-    residual: False drops the transformer residual of the gated blend (`load(blend="gated", residual=False)`
-    is the gates alone; with the shipped weights, whose residual heads are zero, the same estimate). The
-    stacked blend never runs the transformer, so it is the same with either value.
+    residual: whether to build the transformer residual of the gated blend. None (the default) builds it
+    for the gated blend only: the stacked blend never runs it, so its tensors (96 % of the file) are not
+    read. `load(blend="gated", residual=False)` is the gates alone (with the shipped weights, whose residual
+    heads are zero, the same estimate).
     """
-    if not isinstance(residual, bool):
-        raise ValueError(f"residual must be True or False, got {residual!r}")
+    if residual is not None and not isinstance(residual, bool):
+        raise ValueError(f"residual must be True, False or None, got {residual!r}")
     overrides = None if blend is None else {"blend": blend}
     network, _, meta = load_weights(default_weights_path() if path is None else path, sha256=sha256,
-                                    overrides=overrides, residual=residual)
+                                    overrides=overrides, residual=residual)  # None: built for the gated blend only
     return Estimator(network, metadata=meta)

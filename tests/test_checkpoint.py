@@ -28,3 +28,16 @@ def test_old_layout_files_are_converted_on_load(tmp_path):
         assert name == name_b
         torch.testing.assert_close(a, b)
     assert convert_layout("gate_base") == "gate_base" and convert_layout("blocks.0.qkv.weight") == "residual.blocks.0.qkv.weight"
+
+
+def test_loading_leaves_the_global_random_state_alone():
+    """load() builds a network whose random initialization the file overwrites: torch's global RNG is
+    the same after it (a user's seeded draws do not depend on whether, or which blend, they loaded)."""
+    import disco_plug
+
+    for blend in (None, "gated"):
+        torch.manual_seed(5)
+        disco_plug.load(blend=blend)
+        after = torch.rand(3)
+        torch.manual_seed(5)
+        torch.testing.assert_close(after, torch.rand(3))

@@ -111,7 +111,9 @@ def test_checkpoint_round_trip_is_identical(estimator, data, tmp_path):
     from disco_plug.checkpoint import load_weights, save_weights
 
     _, x, y = data
-    save_weights(tmp_path / "w.safetensors", estimator.network, metadata={"step": "1"})
+    with pytest.raises(ValueError, match="without its transformer residual"):  # the stacked default has none
+        save_weights(tmp_path / "w.safetensors", estimator.network)
+    save_weights(tmp_path / "w.safetensors", disco_plug.load(residual=True).network, metadata={"step": "1"})
     again = disco_plug.load(tmp_path / "w.safetensors")
     a = estimator.fit(x).log_density_and_score(y)
     b = again.fit(x).log_density_and_score(y)
