@@ -62,7 +62,7 @@ def kernel_densities(x: Tensor, plain: Sequence[float], shrunk: Sequence[float] 
     wide = bandwidths(n, d, shrunk, x)
     scale = (1.0 + wide * wide).rsqrt()
     for h, s in zip((wide * scale).tolist(), scale.tolist()):
-        out.append(KernelDensity(x * s, h, shrunk=True))
+        out.append(KernelDensity(x * s, h, shrunk=True, base=x, scale=s))
     return out
 
 

@@ -36,8 +36,18 @@ def silverman_factor(n: int, d: int) -> float:
     return (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))
 
 
+def kde_keys(context: Tensor, inv_h2: Tensor, log_weights: Tensor) -> Tensor:
+    """The augmented keys (B, F, d + 2, n) of isotropic_kde's logits: [x; 1; -|x|^2 / (2 h^2) + log w] per
+    bandwidth, for centres (B, n, d), inverse squared bandwidths (B, F) and log-weights (B, n)."""
+    ones = torch.ones_like(context[..., :1])
+    ctx_half_sq = 0.5 * (context * context).sum(-1, keepdim=True)  # (B, n, 1)
+    return torch.stack([torch.cat([context, ones, log_weights[..., None] - ctx_half_sq * inv_h2[:, j, None, None]], -1)
+                        for j in range(inv_h2.shape[1])], 1).transpose(-1, -2)
+
+
 def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *,
-                  exclude: Tensor | None = None, log_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                  exclude: Tensor | None = None, log_weights: Tensor | None = None,
+                  keys: Tensor | None = None, query_scales: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
     """Log-density and score of a Gaussian KDE with kernel N(0, h^2 I), batched.
 
     Parameters
@@ -47,6 +57,10 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
     bandwidth : h, a float, a (B,) tensor, or a (B, F) tensor for F bandwidths at once.
     exclude : optional (B, m, n) boolean mask of pairs left out (leave-one-out features).
     log_weights : optional (B, n) normalized log-weights of the centres (uniform if omitted).
+    keys : optional kde_keys of these centres, bandwidths and weights, computed once for many calls.
+    query_scales : optional a_j (F,): bandwidth j is evaluated at a_j y and its result is that of the density
+        y -> a_j^d p_j(a_j y), the KDE of the centres / a_j with bandwidth h_j / a_j (a variance-corrected
+        KDE of the same centres in the same pass as the plain ones).
 
     Returns
     -------
@@ -65,21 +79,22 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
         log_weights = torch.full((b, n), -math.log(n), dtype=queries.dtype, device=queries.device)
     # The kernel logits -|y - x|^2 / (2 h^2) + log w are one matrix product per bandwidth of augmented
     # points, [y / h^2, -|y|^2 / (2 h^2), 1] @ [x; 1; -|x|^2 / (2 h^2) + log w]^T: no (m, n) temporaries.
-    ones = torch.ones_like(context[..., :1])
-    ctx_half_sq = 0.5 * (context * context).sum(-1, keepdim=True)  # (B, n, 1)
-    keys = torch.stack([torch.cat([context, ones, log_weights[..., None] - ctx_half_sq * inv_h2[:, j, None, None]], -1)
-                        for j in range(f)], 1).transpose(-1, -2)  # (B, F, d + 2, n)
+    if keys is None:
+        keys = kde_keys(context, inv_h2, log_weights)  # (B, F, d + 2, n)
     log_norm = -0.5 * d * (_LOG_2PI + 2 * torch.log(h))  # (B, F)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, n * f))
     floor = math.log(torch.finfo(queries.dtype).tiny) + 1.0  # exp stays in its fast, normal range
     inplace = not (torch.is_grad_enabled()
                    and any(t.requires_grad for t in (queries, context, h, log_weights)))
     logs, scores = [], []
+    if query_scales is not None:
+        scales = torch.tensor(tuple(query_scales), dtype=queries.dtype, device=queries.device)  # (F,)
+        log_norm = log_norm + d * torch.log(scales)
     for start in range(0, m, chunk):
         y = queries[:, start:start + chunk]  # (B, c, d)
-        y_half_sq = 0.5 * (y * y).sum(-1, keepdim=True)  # (B, c, 1)
-        q = torch.stack([torch.cat([y * inv_h2[:, j, None, None], -y_half_sq * inv_h2[:, j, None, None],
-                                    torch.ones_like(y_half_sq)], -1) for j in range(f)], 1)  # (B, F, c, d + 2)
+        ys = [y] * f if query_scales is None else [y * a for a in query_scales]
+        q = torch.stack([torch.cat([ys[j] * inv_h2[:, j, None, None], -0.5 * (ys[j] * ys[j]).sum(-1, keepdim=True) * inv_h2[:, j, None, None],
+                                    torch.ones_like(y[..., :1])], -1) for j in range(f)], 1)  # (B, F, c, d + 2)
         logits = q @ keys  # (B, F, c, n)
         drop = None if exclude is None else exclude[:, None, start:start + chunk]  # (B, 1, c, n)
         if drop is not None:
@@ -100,7 +115,11 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
                 weights = weights.masked_fill(drop, 0.0)
         total = weights.sum(-1)  # (B, F, c)
         mean = (weights @ context[:, None]) / total[..., None]  # (B, F, c, d)
-        scores.append(((mean - y[:, None]) * inv_h2[:, :, None, None]).transpose(1, 2))  # (B, c, F, d)
+        if query_scales is None:
+            scores.append(((mean - y[:, None]) * inv_h2[:, :, None, None]).transpose(1, 2))  # (B, c, F, d)
+        else:  # d/dy of p_j(a_j y): a_j times the score at a_j y
+            shifted = mean - torch.stack(ys, 1)
+            scores.append((shifted * (inv_h2 * scales)[:, :, None, None]).transpose(1, 2))
         logs.append((top[..., 0] + torch.log(total) + log_norm[..., None]).transpose(1, 2))  # (B, c, F)
     log_p, score = torch.cat(logs, 1), torch.cat(scores, 1)
     if not multi:
@@ -110,7 +129,7 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
 
 def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
                    noise: tuple[Tensor, ...] | None = None, *,
-                   exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                   exclude: Tensor | None = None, cache: dict | None = None) -> tuple[Tensor, Tensor]:
     """Gaussian KDE log-density (B, m, F) and score (B, m, F, d) of centres (B, n, d) at y (B, m, d),
     one kernel N(0, h^2 I + N) per bandwidth h in bandwidths (F,).
 
@@ -119,18 +138,35 @@ def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
     of the kernel N(0, h^2 I) on centres + N(0, N) noise: the KDE of a noised sample set without
     drawing the noise. An optional third entry s (B, d) makes the kernel h^2 U diag(s) U^T + N: the
     clean kernel h^2 I of another frame, seen in this one (KernelDensity.convolve). Per bandwidth the
-    points are mapped by U diag(h^2 s + lambda)^(-1/2), where the kernel is the unit isotropic one."""
+    points are mapped by U diag(h^2 s + lambda)^(-1/2), where the kernel is the unit isotropic one.
+
+    cache: a dict kept by the caller for these centres, bandwidths and noise (KernelDensity keeps one):
+    what does not depend on y (the augmented keys, the kernel maps) is computed on the first call only."""
     b = y.shape[0]
     if noise is None:
-        return isotropic_kde(y, centres, bandwidths.expand(b, -1), exclude=exclude)
-    evals, evecs, *kernel = (t.to(y.dtype) for t in noise)
-    kernel_scale = kernel[0] if kernel else torch.ones_like(evals)  # (B, d)
+        h = bandwidths.expand(b, -1)
+        if cache is None or exclude is not None:
+            return isotropic_kde(y, centres, h, exclude=exclude)
+        if "keys" not in cache:
+            n = centres.shape[1]
+            cache["keys"] = kde_keys(centres, 1.0 / h**2, torch.full((b, n), -math.log(n), dtype=y.dtype, device=y.device))
+        return isotropic_kde(y, centres, h, keys=cache["keys"])
+    if cache is None or exclude is not None or "maps" not in cache:
+        evals, evecs, *kernel = (t.to(y.dtype) for t in noise)
+        kernel_scale = kernel[0] if kernel else torch.ones_like(evals)  # (B, d)
+        maps = []
+        for h in bandwidths:
+            scale = (h * h * kernel_scale + evals).rsqrt()  # (B, d)
+            r = evecs * scale[:, None, :]  # (B, d, d): y -> y @ r whitens the kernel
+            maps.append((r, centres @ r, torch.log(scale).sum(-1)[:, None]))
+        if cache is not None and exclude is None:
+            cache["maps"] = maps
+    else:
+        maps = cache["maps"]
     logs, scores = [], []
-    for h in bandwidths:
-        scale = (h * h * kernel_scale + evals).rsqrt()  # (B, d)
-        r = evecs * scale[:, None, :]  # (B, d, d): y -> y @ r whitens the kernel
-        log_p, score = isotropic_kde(y @ r, centres @ r, 1.0, exclude=exclude)
-        logs.append(log_p + torch.log(scale).sum(-1)[:, None])
+    for r, mapped, log_scale in maps:
+        log_p, score = isotropic_kde(y @ r, mapped, 1.0, exclude=exclude)
+        logs.append(log_p + log_scale)
         scores.append(score @ r.transpose(-1, -2))
     return torch.stack(logs, -1), torch.stack(scores, -2)
 
@@ -145,11 +181,16 @@ class KernelDensity(Density):
     their mean; `shrunk` says so (for its repr and for sampling it is just another set of centres)."""
 
     def __init__(self, centres: Tensor, bandwidth: float, kernel: tuple[Tensor, Tensor, Tensor] | None = None,
-                 *, shrunk: bool = False) -> None:
+                 *, shrunk: bool = False, base: Tensor | None = None, scale: float = 1.0) -> None:
+        """base, scale: centres = scale * base, where base are other KDEs' centres (a variance-corrected KDE
+        of the same points): KDEs of one base are evaluated in one pass (evaluate_together)."""
         self.centres = centres
         self.bandwidth = float(bandwidth)
         self.kernel = kernel
         self.shrunk = shrunk
+        self.base = centres if base is None else base
+        self.scale = float(scale)
+        self._prepared: dict = {}  # what evaluate_together computes once per group of bandwidths (kernel_density)
 
     @property
     def batch(self) -> int:
@@ -207,22 +248,50 @@ class KernelDensity(Density):
     @classmethod
     def evaluate_together(cls, densities: Sequence[Density], y: Tensor, *,
                           exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """KDEs that share their centres and kernel noise (consecutive ones) in one pass: one distance
-        matrix for all their bandwidths (isotropic_kde)."""
+        """Consecutive KDEs in one pass where they can share one distance matrix (isotropic_kde): KDEs of
+        one base of centres (plain ones and variance-corrected ones, those at scaled queries), or, once
+        convolved, KDEs of the same centres and kernel noise."""
         logs, scores = [], []
         start = 0
         while start < len(densities):
             first = densities[start]
             stop = start + 1
-            while (stop < len(densities) and densities[stop].centres is first.centres
-                   and densities[stop].kernel is first.kernel):
-                stop += 1
-            bw = torch.tensor([k.bandwidth for k in densities[start:stop]], dtype=y.dtype, device=y.device)
-            lp, sc = kernel_density(y, first.centres.to(y.dtype), bw, first.kernel, exclude=exclude)
+            if first.kernel is None:
+                while stop < len(densities) and densities[stop].kernel is None and densities[stop].base is first.base:
+                    stop += 1
+            else:
+                while (stop < len(densities) and densities[stop].centres is first.centres
+                       and densities[stop].kernel is first.kernel):
+                    stop += 1
+            members = densities[start:stop]
+            group = tuple((k.bandwidth, k.scale) for k in members)
+            cache = first._prepared.setdefault((group, y.dtype, y.device), {})  # per group, on its first KDE
+            if first.kernel is None and any(k.scale != 1.0 for k in members):
+                # p(y) = a^d KDE_base(a y; h a), a = 1 / scale: the scaled centres' KDE at the base's points
+                lp, sc = _kde_of_base(y, first.base.to(y.dtype), members, exclude, cache)
+            else:
+                bw = torch.tensor([k.bandwidth for k in members], dtype=y.dtype, device=y.device)
+                centres = first.centres if first.kernel is not None else first.base
+                lp, sc = kernel_density(y, centres.to(y.dtype), bw, first.kernel, exclude=exclude, cache=cache)
             logs.append(lp)
             scores.append(sc)
             start = stop
         return torch.cat(logs, -1), torch.cat(scores, -2)
+
+
+def _kde_of_base(y: Tensor, base: Tensor, members: Sequence[KernelDensity], exclude: Tensor | None,
+                 cache: dict) -> tuple[Tensor, Tensor]:
+    """KDEs with centres scale_j * base and bandwidths h_j at y, as isotropic KDEs of base with bandwidths
+    h_j / scale_j at y / scale_j (one distance matrix for all of them)."""
+    b = y.shape[0]
+    bw = torch.tensor([k.bandwidth / k.scale for k in members], dtype=y.dtype, device=y.device).expand(b, -1)
+    a = [1.0 / k.scale for k in members]
+    if exclude is not None:
+        return isotropic_kde(y, base, bw, exclude=exclude, query_scales=a)
+    if "keys" not in cache:
+        n = base.shape[1]
+        cache["keys"] = kde_keys(base, 1.0 / bw**2, torch.full((b, n), -math.log(n), dtype=y.dtype, device=y.device))
+    return isotropic_kde(y, base, bw, keys=cache["keys"], query_scales=a)
 
 
 class GaussianKDE:

@@ -195,6 +195,7 @@ class MixtureDensity(Density):
 
     def __init__(self, mixture: Mixture) -> None:
         self.mixture = mixture
+        self._stacked_with: tuple | None = None  # evaluate_together's stacked group (ids, Mixture, members)
 
     @property
     def batch(self) -> int:
@@ -234,6 +235,13 @@ class MixtureDensity(Density):
     def evaluate_together(cls, densities: Sequence[Density], y: Tensor) -> tuple[Tensor, Tensor]:
         """All K mixtures in one pass, stacked as extra contexts padded to one number of components."""
         b, k = y.shape[0], len(densities)
-        stacked = stack_mixtures([dens.mixture for dens in densities])
+        if k == 1:
+            log_p, score = mixture_log_density_and_score(densities[0].mixture, y)
+            return log_p[..., None], score[..., None, :]
+        key = tuple(id(dens) for dens in densities[1:])
+        cached = densities[0]._stacked_with
+        if cached is None or cached[0] != key:  # the stacked parameters, kept on the group's first mixture
+            densities[0]._stacked_with = cached = (key, stack_mixtures([dens.mixture for dens in densities]), densities)
+        stacked = cached[1]
         log_p, score = mixture_log_density_and_score(stacked, y.repeat(k, 1, 1))
         return log_p.unflatten(0, (k, b)).permute(1, 2, 0), score.unflatten(0, (k, b)).permute(1, 2, 0, 3)

@@ -44,6 +44,8 @@ class StackedDensity(Density):
         self.weights = weights
         self.components = tuple(components)
         self._used = [k for k, u in enumerate((weights > 0).any(0).tolist()) if u]
+        self._grouped: list[list[int]] | None = None
+        self._used_weights: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -61,27 +63,41 @@ class StackedDensity(Density):
                           for w, c in zip(self.weights[0], self.components))
         return f"StackedDensity({parts})"
 
+    def _groups(self) -> list[list[int]]:
+        """The used components, consecutive ones of one class together (evaluated in one pass)."""
+        if self._grouped is None:
+            groups: list[list[int]] = []
+            for k in self._used:
+                if groups and type(self.components[groups[-1][-1]]) is type(self.components[k]):
+                    groups[-1].append(k)
+                else:
+                    groups.append([k])
+            self._grouped = groups
+        return self._grouped
+
+    def _used_log_densities(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-densities (B, m, U) and scores (B, m, U, d) of the U used components, in order."""
+        parts = [type(self.components[g[0]]).evaluate_together([self.components[k] for k in g], y)
+                 for g in self._groups()]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts], -1), torch.cat([p[1] for p in parts], -2)
+
     def component_log_densities(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Each component's log-density (B, m, K) and score (B, m, K, d) at y (B, m, d); unused components
         get -inf and 0. Consecutive components of one class are evaluated together (evaluate_together)."""
         k_all, d = len(self.components), y.shape[-1]
         logs = torch.full((*y.shape[:2], k_all), -math.inf, dtype=y.dtype, device=y.device)
         scores = torch.zeros((*y.shape[:2], k_all, d), dtype=y.dtype, device=y.device)
-        groups: list[list[int]] = []
-        for k in self._used:
-            if groups and type(self.components[groups[-1][-1]]) is type(self.components[k]):
-                groups[-1].append(k)
-            else:
-                groups.append([k])
-        for group in groups:
-            kind = type(self.components[group[0]])
-            log_p, score = kind.evaluate_together([self.components[k] for k in group], y)
-            logs[..., group], scores[..., group, :] = log_p, score
+        logs[..., self._used], scores[..., self._used, :] = self._used_log_densities(y)
         return logs, scores
 
     def log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """float64, whatever y's dtype (the pool is formed in float64)."""
-        return pool_log_density_and_score(self.weights, *self.component_log_densities(y))
+        """float64, whatever y's dtype (the pool is formed in float64). Only the used components enter
+        (an unused one's weight is zero: it adds exactly nothing)."""
+        if self._used_weights is None:
+            self._used_weights = self.weights[:, self._used]
+        return pool_log_density_and_score(self._used_weights, *self._used_log_densities(y))
 
     def convolve(self, cov: Tensor | float, matrix: Tensor | None = None) -> "StackedDensity":
         """The same weights on the convolved components; KDEs that shared their centres still do."""

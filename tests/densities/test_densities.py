@@ -193,3 +193,23 @@ def test_exact_test_densities_speak_the_adapters_protocol():
         torch.testing.assert_close(log_p, target.log_density(y))
     y = torch.randn(1, 5, 3, generator=_gen(7), dtype=F64)
     torch.testing.assert_close(gmm.log_density_and_score(y)[0], gmm.log_prob(y))
+
+
+def test_kdes_of_one_base_in_one_pass_equal_each_alone():
+    """A variance-corrected KDE declared on the plain KDE's centres (base, scale) is evaluated in the same
+    pass at scaled queries (isotropic_kde's query_scales); its values equal those of the same KDE alone,
+    also leave-one-out, and repeated calls reuse the prepared keys with the same result."""
+    x = torch.randn(1, 60, 3, generator=_gen(12), dtype=F64)
+    s = 0.8
+    plain, shrunk = KernelDensity(x, 0.5), KernelDensity(x * s, 0.4, shrunk=True, base=x, scale=s)
+    alone = KernelDensity(x * s, 0.4, shrunk=True)
+    y = torch.randn(1, 30, 3, generator=_gen(13), dtype=F64) * 2
+    for _ in range(2):
+        log_p, score = KernelDensity.evaluate_together([plain, shrunk], y)
+        torch.testing.assert_close(log_p[..., 1], alone.log_density(y), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(score[..., 1, :], alone.score(y), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(log_p[..., 0], KernelDensity(x, 0.5).log_density(y), rtol=1e-12, atol=1e-12)
+    exclude = (torch.arange(30)[:, None] == torch.arange(60)[None])[None]
+    log_p, _ = KernelDensity.evaluate_together([plain, shrunk], x[:, :30], exclude=exclude)
+    torch.testing.assert_close(log_p[..., 1], alone.log_density_and_score(x[:, :30], exclude=exclude)[0],
+                               rtol=1e-12, atol=1e-12)
