@@ -10,8 +10,11 @@ DT, where s is the score of the particles' density:
 - disco_plug fit: `load().fit(particles).score(particles)` at every step;
 - disco_plug update: `previous.update(particles).score(particles)` at every step (a fit at t0 only).
 Reported per method: relative score error of s against the exact score at the particles (%, pooled over
-the steps), the fourth moment's relative error at the end, and seconds per step (median; the O(n^2)
-interaction included).
+the steps), the fourth moment's relative error at the end, the entropy error |H_est(t) - H(t)| (nats; mean over
+the steps and at the end), and seconds per step (median; the O(n^2) interaction included). H(t) is the BKW
+solution's entropy (LandauBKW.entropy); H_est(t) = -mean log p(v_i) over the particles with the method's own
+density (the KDE's for the blob method, the estimate's for fit and update, the exact f_t at the particles for
+the exact score, which measures the particles alone).
 
 Run: python benchmarks/landau.py [--quick]    Writes benchmarks/results/landau.md and landau.json.
 """
@@ -46,32 +49,35 @@ def run(d: int, n: int, steps: int, seed: int, est) -> list[dict]:
     fresh = bkw.sample(t_end, n, torch.Generator().manual_seed(seed + 1))  # the n-draw Monte Carlo floor
     rows = [{"method": "exact draws at the end (floor)", "score_error_pct": None,
              "m4_rel_error_pct": 100 * abs(float((fresh * fresh).sum(1).square().mean()) / m4_exact - 1),
+             "entropy_error": None, "entropy_error_end": abs(-float(bkw.log_density(t_end, fresh).mean()) - bkw.entropy(t_end)),
              "seconds_per_step": None}]
     for method in METHODS:
         v, previous = v0.clone(), None
-        err, norm, times = 0.0, 0.0, []
+        err, norm, times, entropy_err = 0.0, 0.0, [], []
         for step in range(steps):
             t = bkw.t0 + step * DT
             start = time.perf_counter()
             if method == "exact":
-                s = bkw.score(t, v)
+                log_p, s = bkw.log_density(t, v), bkw.score(t, v)
             elif method == "blob":
-                s = disco_plug.GaussianKDE(v, "scott").score(v)
+                log_p, s = disco_plug.GaussianKDE(v, "scott").log_density_and_score(v)
             elif method == "fit" or previous is None:
                 previous = est.fit(v)
-                s = previous.score(v)
+                log_p, s = previous.log_density_and_score(v)
             else:
                 previous = previous.update(v)
-                s = previous.score(v)
+                log_p, s = previous.log_density_and_score(v)
             velocity = landau_velocity(v, s, bkw.C)
             times.append(time.perf_counter() - start)
             exact = bkw.score(t, v)
+            entropy_err.append(abs(-float(log_p.mean()) - bkw.entropy(t)))
             err += float((s - exact).square().sum())
             norm += float(exact.square().sum())
             v = v + DT * velocity
         m4 = float((v * v).sum(1).square().mean())
         rows.append({"method": method, "score_error_pct": 100 * err / norm,
                      "m4_rel_error_pct": 100 * abs(m4 / m4_exact - 1),
+                     "entropy_error": statistics.mean(entropy_err), "entropy_error_end": entropy_err[-1],
                      "energy_drift": abs(float((v * v).sum(1).mean() - (v0 * v0).sum(1).mean())),
                      "seconds_per_step": statistics.median(times)})
         print(d, n, rows[-1], flush=True)
@@ -83,13 +89,16 @@ def markdown(report: dict) -> str:
              f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}.", "",
              f"Forward Euler, step {DT}, {report['steps']} steps from t0 (module docstring). Score error: relative "
              "score MSE against the exact BKW score at the particles, pooled over the steps; M4: relative error of "
-             "the fourth moment E|v|^4 at the end (the floor row: n fresh exact draws).", "",
-             "| d | n | method | score error (%) | M4 error (%) | seconds per step |", "|---|---|---|---|---|---|"]
+             "the fourth moment E|v|^4 at the end; entropy error: |H_est(t) - H(t)| in nats, mean over the steps / "
+             "at the end (the floor row: n fresh exact draws).", "",
+             "| d | n | method | score error (%) | M4 error (%) | entropy error, mean / end (nats) | seconds per step |",
+             "|---|---|---|---|---|---|---|"]
     fmt = lambda x, f: "" if x is None else format(x, f)
     for case in report["cases"]:
         for r in case["rows"]:
+            ent = f"{fmt(r.get('entropy_error'), '.4f')} / {fmt(r.get('entropy_error_end'), '.4f')}".strip(" /")
             lines.append(f"| {case['d']} | {case['n']} | {r['method']} | {fmt(r['score_error_pct'], '.2f')} | "
-                         f"{fmt(r['m4_rel_error_pct'], '.2f')} | {fmt(r['seconds_per_step'], '.3f')} |")
+                         f"{fmt(r['m4_rel_error_pct'], '.2f')} | {ent} | {fmt(r['seconds_per_step'], '.3f')} |")
     return "\n".join(lines) + "\n"
 
 
