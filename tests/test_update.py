@@ -81,6 +81,23 @@ def test_update_refuses_bad_input_by_name(estimator, evolving):
         fitted.update(bad)
     with pytest.raises(ValueError, match="iters"):
         fitted.update(moved, iters=-1)
+    with pytest.raises(ValueError, match="reweigh"):
+        fitted.update(moved, reweigh="yes")
+
+
+def test_reweighed_update_chooses_the_weights_a_fit_would(estimator, evolving):
+    """reweigh=True with the same samples and no EM steps: the same mixtures and KDEs, so the held-out
+    choice gives the fit's own weights; on moved particles the weights are chosen anew (a simplex vector)
+    and the fit is at least as likely on held-out points as a kept-weights update, within 3 paired SE."""
+    x, moved, held = evolving
+    fitted = estimator.fit(x)
+    same = fitted.update(x, iters=0, reweigh=True)
+    torch.testing.assert_close(same.density.weights, fitted.density.weights, rtol=0, atol=1e-10)
+    kept, reweighed = fitted.update(moved), fitted.update(moved, reweigh=True)
+    w = reweighed.density.weights
+    assert float(w.min()) >= 0 and abs(float(w.sum()) - 1) < 1e-12
+    diff = kept.log_density(held) - reweighed.log_density(held)
+    assert float(diff.mean()) <= 3 * float(diff.std()) / len(diff) ** 0.5
 
 
 def test_update_onto_a_degenerate_set_is_a_full_fit(estimator, evolving):

@@ -185,13 +185,15 @@ def frame_moves(old: Whitening, new: Whitening, y_old: Tensor, y_new: Tensor) ->
 
 def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_old: Tensor, y_new: Tensor,
                    frames: Sequence[tuple[Tensor, Tensor]], config: ModelConfig, *, iters: int,
-                   common: bool) -> tuple[StackedDensity, tuple[tuple[Tensor, Tensor], ...]] | None:
+                   common: bool, reweigh: bool = False) -> tuple[StackedDensity, tuple[tuple[Tensor, Tensor], ...]] | None:
     """The stacked estimate of a context that evolved from y_old (whitened by `old`) to y_new (whitened by
     `new`), warm-started from `density` (FittedEstimator.update): new KDEs; each mixture keeps K and its
     covariance family (coordinates `frames`, per mixture: the diagonal family's axes and the common-axes
     frame, in the old whitened frame), is carried by whichever of frame_moves makes y_new likeliest and
-    takes `iters` EM steps there (fit.em.refine_mixture); the weights are kept. Returns the new density
-    and the families' coordinates in the new frame, or None if no move gives a valid start."""
+    takes `iters` EM steps there (fit.em.refine_mixture); the weights are kept, or with reweigh chosen
+    again by held-out likelihood on the new samples (as `fit_stacked` does, with the refined mixtures).
+    Returns the new density and the families' coordinates in the new frame, or None if no move gives a
+    valid start."""
     c, d = config, y_new.shape[-1]
     mixtures = [comp.mixture for comp in density.components if isinstance(comp, MixtureDensity)]
     heavy = [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
@@ -217,4 +219,9 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
         refined.append(refine_mixture(moved, y_new, iters, prior=c.mixture_prior_scale * (d + 2), heavy_tails=t,
                                       var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
                                       axes=axes if c.mixture_axes else None, frame=frame if common else None))
-    return stacked_density(y_new, refined, density.weights, c), tuple(carried_frames)
+    weights = density.weights
+    if reweigh:
+        kdes = kernel_densities(y_new, c.stacked_kde_factors, c.stacked_shrunk_kde_factors)
+        held_out = held_out_log_densities(y_new, kdes, refined, subset=c.context_keys)
+        weights = stacking_weights(held_out, min_weight=c.stacking_min_weight)
+    return stacked_density(y_new, refined, weights, c), tuple(carried_frames)
