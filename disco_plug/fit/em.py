@@ -151,11 +151,16 @@ def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy: Tensor, dof_grid: tu
     gaussian = torch.full_like(resp[:, 0], GAUSSIAN_DOF)
     if not bool(heavy.any()):
         return gaussian
+    rows = heavy.nonzero()[:, 0]  # only those contexts' likelihoods are needed
+    resp, delta = resp[rows], delta[rows]
     grid = torch.tensor((*dof_grid, GAUSSIAN_DOF), dtype=resp.dtype, device=resp.device)  # (G,)
-    ll = torch.stack([(resp * (_log_const(g, d) + _kernel(delta, g, d))).sum(1) for g in grid], -1)  # (B, K, G)
-    price = 0.5 * torch.log(resp.sum(1).clamp_min(1.0))  # (B, K)
+    consts = _log_const(grid, d)  # (G,)
+    ll = torch.stack([(resp * (consts[j] + (-0.5 * delta if nu >= GAUSSIAN_DOF else
+                                            -0.5 * (grid[j] + d) * torch.log1p(delta / grid[j])))).sum(1)
+                      for j, nu in enumerate(grid.tolist())], -1)  # (R, K, G): _kernel at each nu
+    price = 0.5 * torch.log(resp.sum(1).clamp_min(1.0))  # (R, K)
     ll = ll - torch.where(grid < GAUSSIAN_DOF, 1.0, 0.0) * price[..., None]
-    return torch.where(heavy[:, None], grid[ll.argmax(-1)], gaussian)
+    return gaussian.index_copy(0, rows, grid[ll.argmax(-1)])
 
 
 def common_axes(cov: Tensor, weight: Tensor, axes: Tensor | None = None, iters: int = 20,
