@@ -35,7 +35,7 @@ from ..fit.em import fit_mixture_sets, path_subset, refine_mixture
 from ..fit.stacking import optimism, stacking_weights
 from ..fit.whitening import Whitening
 
-__all__ = ["fit_stacked", "update_stacked", "frame_moves", "stacked_density", "kernel_densities", "fit_context_mixtures", "held_out_log_densities",
+__all__ = ["fit_stacked", "update_stacked", "frame_moves", "held_out_weights", "stacked_density", "kernel_densities", "fit_context_mixtures", "held_out_log_densities",
            "context_subset"]
 
 _SUBSET_SEED = 20251107  # fixed seed of the held-out subset: same data, same estimate
@@ -160,11 +160,19 @@ def fit_stacked(x: Tensor, config: ModelConfig, axes: Tensor | None = None,
         raise ValueError(f"dimension d={x.shape[-1]} is outside the model's range 1..{config.max_dim}")
     mixtures = fit_context_mixtures(x, config, axes, frame)
     if config.stacking_folds == 2:
-        held_out = cross_validated_log_densities(x, config, axes, frame)
+        weights = stacking_weights(cross_validated_log_densities(x, config, axes, frame),
+                                   min_weight=config.stacking_min_weight)
     else:
-        kdes = kernel_densities(x, config.stacked_kde_factors, config.stacked_shrunk_kde_factors)
-        held_out = held_out_log_densities(x, kdes, mixtures, subset=config.context_keys)
-    return stacked_density(x, mixtures, stacking_weights(held_out, min_weight=config.stacking_min_weight), config)
+        weights = held_out_weights(x, mixtures, config)
+    return stacked_density(x, mixtures, weights, config)
+
+
+def held_out_weights(x: Tensor, mixtures: Sequence[Mixture], config: ModelConfig) -> Tensor:
+    """The stacking weights (B, 1 + F + M) of the blended densities of contexts x with these mixtures, from
+    their held-out log-densities (leave-one-out KDEs, AICc-corrected parametric fits)."""
+    kdes = kernel_densities(x, config.stacked_kde_factors, config.stacked_shrunk_kde_factors)
+    held_out = held_out_log_densities(x, kdes, mixtures, subset=config.context_keys)
+    return stacking_weights(held_out, min_weight=config.stacking_min_weight)
 
 
 def frame_moves(old: Whitening, new: Whitening, y_old: Tensor, y_new: Tensor) -> list[tuple[Tensor, Tensor]]:
@@ -219,9 +227,5 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
         refined.append(refine_mixture(moved, y_new, iters, prior=c.mixture_prior_scale * (d + 2), heavy_tails=t,
                                       var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
                                       axes=axes if c.mixture_axes else None, frame=frame if common else None))
-    weights = density.weights
-    if reweigh:
-        kdes = kernel_densities(y_new, c.stacked_kde_factors, c.stacked_shrunk_kde_factors)
-        held_out = held_out_log_densities(y_new, kdes, refined, subset=c.context_keys)
-        weights = stacking_weights(held_out, min_weight=c.stacking_min_weight)
+    weights = held_out_weights(y_new, refined, c) if reweigh else density.weights
     return stacked_density(y_new, refined, weights, c), tuple(carried_frames)
