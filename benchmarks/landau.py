@@ -16,6 +16,9 @@ solution's entropy (LandauBKW.entropy); H_est(t) = -mean log p(v_i) over the par
 density (the KDE's for the blob method, the estimate's for fit and update, the exact f_t at the particles for
 the exact score, which measures the particles alone).
 
+And issue 19's target case, d = 3, n = 2048, 100 steps: the blob and update methods' score error at every
+step and the solve's wall time (long_solve).
+
 Run: python benchmarks/landau.py [--quick]    Writes benchmarks/results/landau.md and landau.json.
 """
 
@@ -84,6 +87,32 @@ def run(d: int, n: int, steps: int, seed: int, est) -> list[dict]:
     return rows
 
 
+def long_solve(d: int, n: int, steps: int, seed: int, est) -> dict:
+    """Issue 19's target case: the whole solve with the blob score and with `update` every step, the score
+    error at every step (not pooled) and the solve's wall time."""
+    bkw = LandauBKW(d)
+    v0 = bkw.sample(bkw.t0, n, torch.Generator().manual_seed(seed))
+    out = {"d": d, "n": n, "steps": steps}
+    for method in ("blob", "update"):
+        v, previous, errors = v0.clone(), None, []
+        start = time.perf_counter()
+        for step in range(steps):
+            t = bkw.t0 + step * DT
+            if method == "blob":
+                s = disco_plug.GaussianKDE(v, "scott").score(v)
+            else:
+                previous = est.fit(v) if previous is None else previous.update(v)
+                s = previous.score(v)
+            exact = bkw.score(t, v)
+            errors.append(100 * float((s - exact).square().sum() / exact.square().sum()))
+            v = v + DT * landau_velocity(v, s, bkw.C)
+        out[method] = {"seconds": time.perf_counter() - start, "errors_pct": errors}
+    ratios = [b / u for b, u in zip(out["blob"]["errors_pct"], out["update"]["errors_pct"])]
+    out["ratio_min"], out["ratio_median"] = min(ratios), statistics.median(ratios)
+    print(d, n, {k: v for k, v in out.items() if k not in ("blob", "update")}, flush=True)
+    return out
+
+
 def markdown(report: dict) -> str:
     lines = ["# Landau equation (Maxwell molecules), BKW solution: particle method driven by estimated scores", "",
              f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}.", "",
@@ -99,6 +128,16 @@ def markdown(report: dict) -> str:
             ent = f"{fmt(r.get('entropy_error'), '.4f')} / {fmt(r.get('entropy_error_end'), '.4f')}".strip(" /")
             lines.append(f"| {case['d']} | {case['n']} | {r['method']} | {fmt(r['score_error_pct'], '.2f')} | "
                          f"{fmt(r['m4_rel_error_pct'], '.2f')} | {ent} | {fmt(r['seconds_per_step'], '.3f')} |")
+    long = report.get("long")
+    if long:
+        lines += ["", f"Issue 19's target case: d = {long['d']}, n = {long['n']}, {long['steps']} steps, the score error at "
+                  "every step (target: the blob's at least 2x ours at every step, the solve within 2 minutes).", "",
+                  "| method | score error, min / median / max over the steps (%) | solve (s) |", "|---|---|---|"]
+        for method in ("blob", "update"):
+            e = long[method]["errors_pct"]
+            lines.append(f"| {method} | {min(e):.2f} / {statistics.median(e):.2f} / {max(e):.2f} | "
+                         f"{long[method]['seconds']:.1f} |")
+        lines += ["", f"Blob error / update error per step: min {long['ratio_min']:.2f}, median {long['ratio_median']:.1f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -109,6 +148,8 @@ def main(argv: list[str]) -> None:
     cases = ((2, 512),) if quick else ((2, 1024), (3, 1024), (2, 2048))
     est = disco_plug.load()
     report["cases"] = [{"d": d, "n": n, "rows": run(d, n, steps, seed=7 + d, est=est)} for d, n in cases]
+    if not quick:
+        report["long"] = long_solve(3, 2048, 100, seed=10, est=est)
     finish_provenance(report)
     out = ROOT / "benchmarks" / "results"
     name = "landau_quick" if quick else "landau"

@@ -23,3 +23,11 @@ def test_particle_method_with_updates_runs_and_tracks_the_solution(estimator):
         assert rows[name]["energy_drift"] < 1e-2
         # the estimate's entropy at its own particles is within 0.1 nats of the BKW entropy (n = 256, d = 2)
         assert 0 <= rows[name]["entropy_error"] < 0.1
+
+
+def test_long_solve_reports_every_step(estimator):
+    out = landau.long_solve(2, 128, 3, seed=1, est=estimator)
+    assert len(out["blob"]["errors_pct"]) == len(out["update"]["errors_pct"]) == 3
+    assert out["ratio_min"] > 0 and out["update"]["seconds"] > 0
+    assert "target case" in landau.markdown({"command": "c", "commit": "x" * 12, "date": "d", "machine": "m",
+                                             "steps": 3, "cases": [], "long": out})
