@@ -127,6 +127,18 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
     return log_p, score
 
 
+_CACHE_NUMBERS = 1 << 22  # prepared keys or maps are kept per KDE group only up to this size (32 MB in float64)
+
+
+def _kept(cache: dict | None, exclude: Tensor | None, centres: Tensor, f: int) -> dict | None:
+    """The cache to use for a KDE group of f bandwidths: None where there is none, for leave-one-out calls, and
+    where the prepared tensors would be large (at large n they cost little to rebuild next to the kernel sums,
+    and a sampler keeps a fit per noise level)."""
+    if cache is None or exclude is not None or centres.numel() * (f + 1) > _CACHE_NUMBERS:
+        return None
+    return cache
+
+
 def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
                    noise: tuple[Tensor, ...] | None = None, *,
                    exclude: Tensor | None = None, cache: dict | None = None) -> tuple[Tensor, Tensor]:
@@ -143,15 +155,16 @@ def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
     cache: a dict kept by the caller for these centres, bandwidths and noise (KernelDensity keeps one):
     what does not depend on y (the augmented keys, the kernel maps) is computed on the first call only."""
     b = y.shape[0]
+    cache = _kept(cache, exclude, centres, len(bandwidths))
     if noise is None:
         h = bandwidths.expand(b, -1)
-        if cache is None or exclude is not None:
+        if cache is None:
             return isotropic_kde(y, centres, h, exclude=exclude)
         if "keys" not in cache:
             n = centres.shape[1]
             cache["keys"] = kde_keys(centres, 1.0 / h**2, torch.full((b, n), -math.log(n), dtype=y.dtype, device=y.device))
         return isotropic_kde(y, centres, h, keys=cache["keys"])
-    if cache is None or exclude is not None or "maps" not in cache:
+    if cache is None or "maps" not in cache:
         evals, evecs, *kernel = (t.to(y.dtype) for t in noise)
         kernel_scale = kernel[0] if kernel else torch.ones_like(evals)  # (B, d)
         maps = []
@@ -159,7 +172,7 @@ def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
             scale = (h * h * kernel_scale + evals).rsqrt()  # (B, d)
             r = evecs * scale[:, None, :]  # (B, d, d): y -> y @ r whitens the kernel
             maps.append((r, centres @ r, torch.log(scale).sum(-1)[:, None]))
-        if cache is not None and exclude is None:
+        if cache is not None:
             cache["maps"] = maps
     else:
         maps = cache["maps"]
@@ -286,7 +299,8 @@ def _kde_of_base(y: Tensor, base: Tensor, members: Sequence[KernelDensity], excl
     b = y.shape[0]
     bw = torch.tensor([k.bandwidth / k.scale for k in members], dtype=y.dtype, device=y.device).expand(b, -1)
     a = [1.0 / k.scale for k in members]
-    if exclude is not None:
+    cache = _kept(cache, exclude, base, len(members))
+    if cache is None:
         return isotropic_kde(y, base, bw, exclude=exclude, query_scales=a)
     if "keys" not in cache:
         n = base.shape[1]

@@ -213,3 +213,19 @@ def test_kdes_of_one_base_in_one_pass_equal_each_alone():
     log_p, _ = KernelDensity.evaluate_together([plain, shrunk], x[:, :30], exclude=exclude)
     torch.testing.assert_close(log_p[..., 1], alone.log_density_and_score(x[:, :30], exclude=exclude)[0],
                                rtol=1e-12, atol=1e-12)
+
+
+def test_prepared_kde_tensors_are_kept_only_while_small(monkeypatch):
+    """A KDE group keeps its augmented keys between calls, except beyond the size limit, where the values
+    are the same and nothing is kept."""
+    from disco_plug.densities import kde as kde_module
+
+    x = torch.randn(1, 50, 2, generator=_gen(14), dtype=F64)
+    y = torch.randn(1, 7, 2, generator=_gen(15), dtype=F64)
+    small = KernelDensity(x, 0.5)
+    want = small.log_density(y)
+    assert any("keys" in c for c in small._prepared.values())
+    monkeypatch.setattr(kde_module, "_CACHE_NUMBERS", 10)
+    large = KernelDensity(x, 0.5)
+    torch.testing.assert_close(large.log_density(y), want, rtol=0, atol=0)
+    assert not any(c for c in large._prepared.values())
