@@ -1,5 +1,7 @@
 """FittedEstimator.update: warm-started refits of an evolving sample set."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +143,21 @@ def test_update_reports_grid_valued_columns_as_fit_does(estimator, evolving):
     gridded[:, 1] = torch.round(gridded[:, 1] * 2) / 2  # a 0.5 grid
     with pytest.warns(disco_plug.GridValuedColumnsWarning, match="1"):
         estimator.fit(x).update(gridded)
+
+
+def test_update_without_mixtures_keeps_the_kdes_and_weights():
+    """A config with no EM mixtures: update is the new KDEs and the Gaussian fit with the fit's weights; for
+    a rescaled set that is exactly the rescaled density (log p(1.1 y) = log p(y) - d log 1.1)."""
+    from disco_plug.blend.gated import GatedBlend
+    from disco_plug.config import ModelConfig
+    from disco_plug.estimator import Estimator
+
+    est = Estimator(GatedBlend(ModelConfig(mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False),
+                               residual=False))
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    fitted = est.fit(x)
+    moved = fitted.update(1.1 * x)
+    torch.testing.assert_close(moved.density.weights, fitted.density.weights)
+    y = torch.randn(5, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(moved.log_density(1.1 * y), fitted.log_density(y) - 2 * math.log(1.1))
+    assert torch.isfinite(fitted.update(1.1 * x, reweigh=True).log_density(x[:5])).all()

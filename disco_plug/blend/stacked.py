@@ -30,7 +30,7 @@ from ..config import ModelConfig
 from ..densities import Density, Gaussian, KernelDensity, Mixture, MixtureDensity, StackedDensity
 from ..densities.gaussian import standard_normal_log_density
 from ..densities.kde import scott_factor
-from ..densities.mixture import convolve_mixture, mixture_log_density_and_score
+from ..densities.mixture import convolve_mixture, mixture_log_density_and_score, stack_mixtures
 from ..fit.em import fit_mixture_sets, path_subset, refine_mixture
 from ..fit.stacking import optimism, stacking_weights
 from ..fit.whitening import Whitening
@@ -211,8 +211,8 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
     # mean log-likelihood of a few thousand points separates them, and it is most of an update's cost at n = 4096.
     judge = y_new if y_new.shape[1] <= MOVE_POINTS else torch.gather(
         y_new, 1, path_subset(y_new, MOVE_POINTS)[..., None].expand(-1, -1, d))
-    refined, carried_frames = [], []
-    for mix, t, coords in zip(mixtures, heavy, frames):
+    starts, carried_frames = [], []
+    for mix, coords in zip(mixtures, frames):
         best = None
         for linear, shift in moves:
             try:
@@ -226,11 +226,22 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
         if best is None:
             return None
         _, moved, linear = best
+        starts.append(moved)
         # The family's coordinates move with the mixture: z = y_old @ m = (y_new - shift) @ linear^-1 @ m.
-        axes, frame = carried = tuple(torch.linalg.solve(linear, m) for m in coords)
-        carried_frames.append(carried)
-        refined.append(refine_mixture(moved, y_new, iters, prior=c.mixture_prior_scale * (d + 2), heavy_tails=t,
-                                      var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
-                                      axes=axes if c.mixture_axes else None, frame=frame if common else None))
+        carried_frames.append(tuple(torch.linalg.solve(linear, m) for m in coords))
+    if not starts:  # a config without mixtures
+        return stacked_density(y_new, [], held_out_weights(y_new, [], c) if reweigh else density.weights, c), ()
+    # Every mixture's EM steps in one batch: the mixtures as contexts of one Mixture (padded to one K).
+    k = len(starts)
+    stacked = stack_mixtures(starts)
+    heavy_rows = torch.tensor(heavy, device=y_new.device).repeat_interleave(y_new.shape[0])
+    axes = torch.cat([f[0] for f in carried_frames]) if c.mixture_axes else None
+    frame = torch.cat([f[1] for f in carried_frames]) if common else None
+    out = refine_mixture(stacked, y_new.repeat(k, 1, 1), iters, prior=c.mixture_prior_scale * (d + 2),
+                         heavy_tails=heavy_rows, var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
+                         axes=axes, frame=frame)
+    b = y_new.shape[0]
+    refined = [Mixture(*(t[i * b:(i + 1) * b, :m.means.shape[1]] for t in out[:4]), m.params)
+               for i, m in enumerate(starts)]
     weights = held_out_weights(y_new, refined, c) if reweigh else density.weights
     return stacked_density(y_new, refined, weights, c), tuple(carried_frames)

@@ -538,13 +538,14 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
     return tuple(out), deviance, params
 
 
-def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_tails: bool,
+def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_tails: bool | Tensor,
                    var_floor: float = VAR_FLOOR, dof_grid: tuple[float, ...] = DOF_GRID,
                    axes: Tensor | None = None, frame: Tensor | None = None) -> Mixture:
     """A warm-started refit of fitted mixtures mix (B, K) to points x (B, n, d) that moved or changed in
     number: `iters` EM steps from mix's components, with the same K (no splitting path, no model
-    choice) and the shrinkage prior of the fit (fit_mixture_sets' prior). heavy_tails: the components'
-    degrees of freedom are chosen again on DOF_GRID at every step (else they stay Gaussian).
+    choice) and the shrinkage prior of the fit (fit_mixture_sets' prior). heavy_tails (a bool, or one per
+    context (B,)): the components' degrees of freedom are chosen again on DOF_GRID at every step (else they
+    stay Gaussian).
 
     The covariance family of the fit is kept where it can be read off the components: with axes (B, d, d)
     (the coordinates of fit_mixture_sets' diagonal family), covariances diagonal there stay diagonal; with
