@@ -213,7 +213,7 @@ class FittedEstimator:
                     else:  # EM in float64 from the float64 samples; the network runs in float32
                         x64 = w.apply(self.samples[None])
                         mixtures = fit_context_mixtures(x64, self.estimator.config, w.data_axes(), frame)
-                        self._state = self.network.encode(self._whitened_context(), mixtures=mixtures)
+                        self._state = self.network.encode(x64.to(self._dtype), mixtures=mixtures)
         return self._state
 
     @property
@@ -277,11 +277,11 @@ class FittedEstimator:
         keeps its number of components and its covariance family, is carried to the new whitened frame by
         the move under which the new samples are likeliest (the density fixed in data space, fixed in the
         whitened frame, or moved by the points' least-squares affine motion when n is unchanged and the
-        rows are the same particles: blend.stacked.frame_moves), and takes `iters` EM steps on the new samples from
-        there (mixture.refine_mixture); the stacking weights (which estimate counts how much) are kept.
-        With iters=0 an affine motion of the particles gives exactly the fit of the moved set (for a
-        shift and a common scale, to which `fit` is equivariant). So it skips the splitting path, the model choice and
-        the held-out fits that make up most of `fit`'s cost; call `fit` again when the set has changed
+        rows are the same particles: blend.stacked.frame_moves), and takes `iters` EM steps on the new
+        samples from there (fit.em.refine_mixture); the stacking weights (which estimate counts how much)
+        are kept. With iters=0 an affine motion of the particles gives exactly the fit of the moved set (for
+        a shift and a common scale, to which `fit` is equivariant). So it skips the splitting path, the
+        model choice and the held-out fits that make up most of `fit`'s cost; call `fit` again when the set has changed
         in kind (new modes, much larger n). Samples are validated as in `fit`; where either set lies on
         an affine subspace, or the gated blend is in use, this is a full `fit` of the new samples.
         A noised fit (`convolved`) updates its clean fit and convolves the result again.

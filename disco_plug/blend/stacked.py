@@ -35,8 +35,8 @@ from ..fit.em import fit_mixture_sets, path_subset, refine_mixture
 from ..fit.stacking import optimism, stacking_weights
 from ..fit.whitening import Whitening
 
-__all__ = ["fit_stacked", "update_stacked", "frame_moves", "held_out_weights", "stacked_density", "kernel_densities", "fit_context_mixtures", "held_out_log_densities",
-           "context_subset"]
+__all__ = ["fit_stacked", "update_stacked", "frame_moves", "held_out_weights", "stacked_density", "kernel_densities",
+           "fit_context_mixtures", "held_out_log_densities", "context_subset"]
 
 _SUBSET_SEED = 20251107  # fixed seed of the held-out subset: same data, same estimate
 MOVE_POINTS = 1024  # update_stacked compares the candidate moves of a mixture on at most this many points

@@ -155,15 +155,9 @@ def kernel_density(y: Tensor, centres: Tensor, bandwidths: Tensor,
     cache: a dict kept by the caller for these centres, bandwidths and noise (KernelDensity keeps one):
     what does not depend on y (the augmented keys, the kernel maps) is computed on the first call only."""
     b = y.shape[0]
-    cache = _kept(cache, exclude, centres, len(bandwidths))
     if noise is None:
-        h = bandwidths.expand(b, -1)
-        if cache is None:
-            return isotropic_kde(y, centres, h, exclude=exclude)
-        if "keys" not in cache:
-            n = centres.shape[1]
-            cache["keys"] = kde_keys(centres, 1.0 / h**2, torch.full((b, n), -math.log(n), dtype=y.dtype, device=y.device))
-        return isotropic_kde(y, centres, h, keys=cache["keys"])
+        return _cached_isotropic(y, centres, bandwidths.expand(b, -1), exclude, cache)
+    cache = _kept(cache, exclude, centres, len(bandwidths))
     if cache is None or "maps" not in cache:
         evals, evecs, *kernel = (t.to(y.dtype) for t in noise)
         kernel_scale = kernel[0] if kernel else torch.ones_like(evals)  # (B, d)
@@ -296,16 +290,22 @@ def _kde_of_base(y: Tensor, base: Tensor, members: Sequence[KernelDensity], excl
                  cache: dict) -> tuple[Tensor, Tensor]:
     """KDEs with centres scale_j * base and bandwidths h_j at y, as isotropic KDEs of base with bandwidths
     h_j / scale_j at y / scale_j (one distance matrix for all of them)."""
-    b = y.shape[0]
-    bw = torch.tensor([k.bandwidth / k.scale for k in members], dtype=y.dtype, device=y.device).expand(b, -1)
-    a = [1.0 / k.scale for k in members]
-    cache = _kept(cache, exclude, base, len(members))
+    bw = torch.tensor([k.bandwidth / k.scale for k in members], dtype=y.dtype, device=y.device).expand(y.shape[0], -1)
+    return _cached_isotropic(y, base, bw, exclude, cache, [1.0 / k.scale for k in members])
+
+
+def _cached_isotropic(y: Tensor, centres: Tensor, h: Tensor, exclude: Tensor | None, cache: dict | None,
+                      query_scales: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
+    """isotropic_kde of equal-weight centres at bandwidths h (B, F), with the augmented keys taken from (or
+    put in) `cache` where _kept allows it."""
+    cache = _kept(cache, exclude, centres, h.shape[1])
     if cache is None:
-        return isotropic_kde(y, base, bw, exclude=exclude, query_scales=a)
+        return isotropic_kde(y, centres, h, exclude=exclude, query_scales=query_scales)
     if "keys" not in cache:
-        n = base.shape[1]
-        cache["keys"] = kde_keys(base, 1.0 / bw**2, torch.full((b, n), -math.log(n), dtype=y.dtype, device=y.device))
-    return isotropic_kde(y, base, bw, keys=cache["keys"], query_scales=a)
+        b, n = centres.shape[:2]
+        uniform = torch.full((b, n), -math.log(n), dtype=y.dtype, device=y.device)
+        cache["keys"] = kde_keys(centres, 1.0 / h**2, uniform)
+    return isotropic_kde(y, centres, h, keys=cache["keys"], query_scales=query_scales)
 
 
 class GaussianKDE:

@@ -44,8 +44,14 @@ class StackedDensity(Density):
         self.weights = weights
         self.components = tuple(components)
         self._used = [k for k, u in enumerate((weights > 0).any(0).tolist()) if u]
-        self._grouped: list[list[int]] | None = None
-        self._used_weights: Tensor | None = None
+        self._used_weights = weights[:, self._used]
+        # The used components, consecutive ones of one class together (evaluated in one pass).
+        self._groups: list[list[int]] = []
+        for k in self._used:
+            if self._groups and type(self.components[self._groups[-1][-1]]) is type(self.components[k]):
+                self._groups[-1].append(k)
+            else:
+                self._groups.append([k])
 
     @property
     def batch(self) -> int:
@@ -63,22 +69,10 @@ class StackedDensity(Density):
                           for w, c in zip(self.weights[0], self.components))
         return f"StackedDensity({parts})"
 
-    def _groups(self) -> list[list[int]]:
-        """The used components, consecutive ones of one class together (evaluated in one pass)."""
-        if self._grouped is None:
-            groups: list[list[int]] = []
-            for k in self._used:
-                if groups and type(self.components[groups[-1][-1]]) is type(self.components[k]):
-                    groups[-1].append(k)
-                else:
-                    groups.append([k])
-            self._grouped = groups
-        return self._grouped
-
     def _used_log_densities(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Log-densities (B, m, U) and scores (B, m, U, d) of the U used components, in order."""
         parts = [type(self.components[g[0]]).evaluate_together([self.components[k] for k in g], y)
-                 for g in self._groups()]
+                 for g in self._groups]
         if len(parts) == 1:
             return parts[0]
         return torch.cat([p[0] for p in parts], -1), torch.cat([p[1] for p in parts], -2)
@@ -95,8 +89,6 @@ class StackedDensity(Density):
     def log_density_and_score(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """float64, whatever y's dtype (the pool is formed in float64). Only the used components enter
         (an unused one's weight is zero: it adds exactly nothing)."""
-        if self._used_weights is None:
-            self._used_weights = self.weights[:, self._used]
         return pool_log_density_and_score(self._used_weights, *self._used_log_densities(y))
 
     def convolve(self, cov: Tensor | float, matrix: Tensor | None = None) -> "StackedDensity":
