@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's disco_plug, whatever the installed copy
 
 import disco_plug  # noqa: E402
-from disco_plug.bench import finish_provenance, provenance
+from disco_plug.bench import finish_provenance, provenance, provenance_line
 from disco_plug.targets import LandauBKW
 from disco_plug.samplers.landau import landau_velocity
 
@@ -115,7 +115,7 @@ def long_solve(d: int, n: int, steps: int, seed: int, est) -> dict:
 
 def markdown(report: dict) -> str:
     lines = ["# Landau equation (Maxwell molecules), BKW solution: particle method driven by estimated scores", "",
-             f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}.", "",
+             provenance_line(report), "",
              f"Forward Euler, step {DT}, {report['steps']} steps from t0 (module docstring). Score error: relative "
              "score MSE against the exact BKW score at the particles, pooled over the steps; M4: relative error of "
              "the fourth moment E|v|^4 at the end; entropy error: |H_est(t) - H(t)| in nats, mean over the steps / "

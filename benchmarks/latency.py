@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import disco_plug
-from disco_plug.bench import finish_provenance, provenance
+from disco_plug.bench import finish_provenance, provenance, provenance_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ((2, 1000), (6, 3000), (6, 10000), (10, 3000))
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
     out = ROOT / "benchmarks" / "results"
     (out / "latency.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# Single-point query latency", "",
-             f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}.", "",
+             provenance_line(report), "",
              f"Mean ms per call at one point, over {CALLS} calls (module docstring); x: ratio to gaussian_kde.", "",
              "| d | n | disco_plug log p + score (ms) | gaussian_kde log p (ms) | ratio | disco_plug, 256 points in one call (ms) |",
              "|---|---|---|---|---|---|"]

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's disco_plug
 
 import disco_plug  # noqa: E402
-from disco_plug.bench import finish_provenance, provenance  # noqa: E402
+from disco_plug.bench import finish_provenance, provenance, provenance_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DRAWS = 2048
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
     out = ROOT / "benchmarks" / "results"
     (out / "sample_speed.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# Fit + sample(2048) on large sample sets", "",
-             f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}.", "",
+             provenance_line(report), "",
              "Default method (exact draws from the stacked density); one run each; module docstring.", "",
              "| case | n | d | fit (s) | sample 2048 (s) | total (s) | GMM-BIC fit + sample (s) |", "|---|---|---|---|---|---|---|"]
     for r in report["rows"]:

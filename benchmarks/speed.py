@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import disco_plug
-from disco_plug.bench import finish_provenance, provenance
+from disco_plug.bench import finish_provenance, provenance, provenance_line
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = 512
@@ -97,7 +97,7 @@ class Loaded:
 
 def markdown(report: dict) -> str:
     lines = ["# Fit + 512 queries: wall time", "",
-             f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}.", "",
+             provenance_line(report), "",
              "Median seconds per task (fit on n points, then 512 queries); x: ratio to disco_plug in the same "
              "condition; loaded: one busy process per core.", "",
              "| d | n | issue 19 target (s) | disco_plug quiet | gaussian_kde quiet | GMM-BIC quiet "

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import disco_plug
-from disco_plug.bench import finish_provenance, provenance
+from disco_plug.bench import finish_provenance, provenance, provenance_line
 from disco_plug.gmm import random_gmm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def run_case(est, d: int, n: int, seed: int) -> dict:
 
 def markdown(report: dict) -> str:
     lines = ["# Evolving sample sets: update vs fit", "",
-             f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}.", "",
+             provenance_line(report), "",
              f"{STEPS} steps of a linear flow (module docstring); per step, the score at every particle. Median "
              "seconds per step; relative score MSE against the exact score, pooled over the steps.", "",
              "| d | n | fit (s) | update (s) | speed-up | score MSE fit (%) | score MSE update (%) |",

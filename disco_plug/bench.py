@@ -195,6 +195,11 @@ def finish_provenance(report: dict[str, Any]) -> None:
     report["machine"] += f", load average at end {os.getloadavg()[0]:.2f}"
 
 
+def provenance_line(report: dict[str, Any]) -> str:
+    """The results file's line saying how it was made (from `provenance` and `finish_provenance`)."""
+    return f"`{report['command']}` at commit `{report['commit'][:12]}`, {report['date']}; {report['machine']}."
+
+
 def _fmt(v: float) -> str:
     return f"{v:.2f}" if abs(v) < 1000 else f"{v:.3g}"
 
