@@ -9,6 +9,7 @@ score for samplers: fit a sample set once, query log p and grad log p anywhere.
 
 from .columns import DegenerateSamplesWarning, GridValuedColumnsWarning
 from .config import ModelConfig
+from .bounded import BoundedFit
 from .estimator import Estimator, FittedEstimator, load
 from .gmm import GaussianMixture, random_gmm
 from .densities.kde import GaussianKDE
@@ -16,5 +17,5 @@ from .blend.gated import GatedBlend
 from .model import DiScoFormer
 
 __version__ = "0.1.0"
-__all__ = ["load", "Estimator", "FittedEstimator", "ModelConfig", "DiScoFormer", "GatedBlend", "GaussianMixture",
+__all__ = ["load", "Estimator", "FittedEstimator", "BoundedFit", "ModelConfig", "DiScoFormer", "GatedBlend", "GaussianMixture",
            "random_gmm", "GaussianKDE", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "__version__"]

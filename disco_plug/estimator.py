@@ -24,14 +24,16 @@ from .checkpoint import default_weights_path, load_weights
 from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, describe_grid,
                       find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
+from .bounded import BoundedFit
 from .blend.stacked import fit_context_mixtures, fit_stacked, update_stacked
 from .config import ModelConfig
 from .densities import KernelDensity, StackedDensity
 from .densities.mixture import convolve_mixture
 from .fit.whitening import Whitening, fit_whitening
+from .support import Bounds
 from .blend.gated import ContextCache, GatedBlend
 from .threads import load_aware_threads
-from .validation import ArraySpec, as_points, check_finite, check_noise_level, check_samples
+from .validation import ArraySpec, FitOfSamples, as_points, check_finite, check_noise_level, check_samples
 
 if TYPE_CHECKING:
     from .noised import NoisedScore
@@ -82,8 +84,8 @@ class Estimator:
             self._by_device[device] = copy.deepcopy(self.network).to(device)
         return self._by_device[device]
 
-    def fit(self, samples: Any, *, dequantize: bool = False, generator: torch.Generator | None = None,
-            names: list[str] | None = None) -> "FittedEstimator":
+    def fit(self, samples: Any, *, bounds: Any = None, dequantize: bool = False,
+            generator: torch.Generator | None = None, names: list[str] | None = None) -> "FittedEstimator | BoundedFit":
         """Whiten and encode a sample set X of shape (n, d) (torch tensor, numpy or JAX array, or a
         pandas DataFrame, whose column names are then used in messages).
 
@@ -97,20 +99,35 @@ class Estimator:
         - Columns with tied values on a grid (integers, 0.1 steps) are reported with their step
           (GridValuedColumnsWarning). dequantize=True adds uniform noise of one grid step to each, drawn
           from `generator` (a fixed seed, 0, if None), so the fit is of a continuous density.
+        bounds: the columns' supports, where known (a positive scale, a proportion): a sequence of one
+          (low, high) pair per column, None for an open side or an unbounded column (scipy.optimize's
+          convention), or a mapping {column name or index: (low, high)}. Bounded columns are estimated in
+          unconstrained coordinates (log for one bound, logit for two, as Stan and PyMC transform
+          constrained parameters; disco_plug.support) and the fit is a BoundedFit: a density that is zero
+          outside the box and vanishes at its edges, with samples inside it. Samples on or outside a
+          bound raise ValueError naming the column, the first such row and its value.
         names: column names for those messages (default: a DataFrame's columns, else indices).
 
         Raises ValueError for NaN/inf, a wrong shape, d outside 1..max_dim, fewer than two points or all
         points equal."""
         x, spec, names = self._read_samples(samples, names)
+        support = Bounds.parse(bounds, x.shape[1], names)  # None when no column has a finite bound
         grid = grid_columns(x)
         if grid and dequantize:
             gen = torch.Generator().manual_seed(0) if generator is None else generator
             x = dequantize_columns(x, grid, gen)
         elif grid:
             warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=2)
+        if support is not None:
+            return BoundedFit.fit(self, x, spec, support, names)
+        return self._fit_points(x, spec, names)
+
+    def _fit_points(self, x: Tensor, spec: ArraySpec, names: list[str] | None, stacklevel: int = 3) -> "FittedEstimator":
+        """The fit of validated float64 points x (n, d) on R^d, on the free columns if they lie on an
+        affine subspace (warned, naming the other columns)."""
         hull = find_affine_hull(x)
         if hull is not None:
-            warnings.warn(hull.describe(names), DegenerateSamplesWarning, stacklevel=2)
+            warnings.warn(hull.describe(names), DegenerateSamplesWarning, stacklevel=stacklevel)
         return FittedEstimator(self, x, spec, hull=hull)
 
     def _read_samples(self, samples: Any, names: list[str] | None,
@@ -127,7 +144,7 @@ class Estimator:
         return x, spec, names
 
 
-class FittedEstimator:
+class FittedEstimator(FitOfSamples):
     """An estimator fitted to one sample set: log-density and score at any query points.
 
     Queries may be (m, d) or a single point (d,). numpy in gives numpy out, JAX in gives JAX out;
@@ -157,19 +174,6 @@ class FittedEstimator:
         # Per mixture, the coordinates (in this fit's whitened frame) of its diagonal and common-axes
         # families: the data's standardized axes and raw frame after a fit, those carried along by `update`.
         self._frames: tuple[tuple[Tensor, Tensor], ...] | None = None
-
-    # -- properties --------------------------------------------------------------------------------
-    @property
-    def n(self) -> int:
-        return self.samples.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.samples.shape[1]
-
-    @property
-    def device(self) -> torch.device:
-        return self.samples.device
 
     def __repr__(self) -> str:
         noise = f", noise_std={self.noise_std:.4g}" if self.noise_std else ""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ArraySpec", "as_points", "check_finite", "check_noise_level", "check_samples"]
+__all__ = ["ArraySpec", "FitOfSamples", "as_points", "check_finite", "check_noise_level", "check_samples"]
 
 _TORCH_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Spread (per-column standard deviation) that the float64 covariance and its eigen-decomposition
@@ -56,6 +56,24 @@ class ArraySpec:
 
             return jnp.asarray(out, dtype=self.dtype)
         return out
+
+
+class FitOfSamples:
+    """n, d and device of a fit, read from its `samples` (n, d) (FittedEstimator, BoundedFit)."""
+
+    samples: Tensor
+
+    @property
+    def n(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.samples.device
 
 
 def _check_fits(cast_finite: bool, full: Tensor, name: str, dtype: Any) -> None:

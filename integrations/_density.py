@@ -74,7 +74,8 @@ def evaluate(density: Density, y: Tensor) -> tuple[Tensor, Tensor]:
     """log p and score at points y (..., d), checked on the way in and out.
 
     Returns (log p (...), score (..., d)) in y's dtype and device. Raises ValueError naming the problem
-    for a wrong last dimension or non-finite points, and for a density that returns NaN/inf.
+    for a wrong last dimension or non-finite points, and for a density that returns NaN, +inf or a
+    non-finite score; log p = -inf (outside a bounded density's support) passes.
     """
     d = density.dim
     if y.ndim == 0 or y.shape[-1] != d:
@@ -87,7 +88,8 @@ def evaluate(density: Density, y: Tensor) -> tuple[Tensor, Tensor]:
     log_p, score = density.log_density_and_score(y.detach().reshape(-1, d))
     log_p = torch.as_tensor(log_p).to(dtype=y.dtype, device=y.device).reshape(lead)
     score = torch.as_tensor(score).to(dtype=y.dtype, device=y.device).reshape(*lead, d)
-    if not (bool(torch.isfinite(log_p).all()) and bool(torch.isfinite(score).all())):
+    # log p = -inf is a point outside the density's support (a BoundedFit's bounds), as scipy.stats says it
+    if bool(torch.isnan(log_p).any()) or bool((log_p == torch.inf).any()) or not bool(torch.isfinite(score).all()):
         raise ValueError("the density returned NaN or inf at finite points")
     return log_p, score
 

@@ -42,93 +42,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from disco_plug.support import Transform
+
 __all__ = ["Transform", "Variable", "JointSample", "from_inference_data", "transforms_from_pymc"]
-
-
-@dataclass(frozen=True)
-class Transform:
-    """A bijection from R onto (lower, upper), elementwise: identity, shifted exp, scaled sigmoid."""
-
-    lower: float = -math.inf
-    upper: float = math.inf
-
-    def __post_init__(self) -> None:
-        if not self.lower < self.upper:
-            raise ValueError(f"a transform needs lower < upper, got ({self.lower}, {self.upper})")
-
-    @property
-    def name(self) -> str:
-        lo, hi = math.isfinite(self.lower), math.isfinite(self.upper)
-        if not lo and not hi:
-            return "identity"
-        if lo and not hi:
-            return "log" if self.lower == 0 else f"log(x - {self.lower:g})"
-        if hi and not lo:
-            return f"log({self.upper:g} - x)"
-        return "logit" if (self.lower, self.upper) == (0, 1) else f"interval({self.lower:g}, {self.upper:g})"
-
-    def constrain(self, z: Any, xp: Any = np) -> Any:
-        """x = f(z): z in R to x in (lower, upper)."""
-        lo, hi = math.isfinite(self.lower), math.isfinite(self.upper)
-        if lo and hi:
-            return self.lower + (self.upper - self.lower) * xp.exp(-xp.logaddexp(z * 0.0, -z))
-        if lo:
-            return self.lower + xp.exp(z)
-        if hi:
-            return self.upper - xp.exp(z)
-        return z
-
-    def unconstrain(self, x: Any, xp: Any = np) -> Any:
-        """z = f^{-1}(x)."""
-        lo, hi = math.isfinite(self.lower), math.isfinite(self.upper)
-        if lo and hi:
-            return xp.log(x - self.lower) - xp.log(self.upper - x)
-        if lo:
-            return xp.log(x - self.lower)
-        if hi:
-            return xp.log(self.upper - x)
-        return x
-
-    def log_abs_det_jacobian(self, z: Any, xp: Any = np) -> Any:
-        """log |f'(z)|, elementwise."""
-        lo, hi = math.isfinite(self.lower), math.isfinite(self.upper)
-        if lo and hi:
-            return math.log(self.upper - self.lower) - xp.logaddexp(z * 0.0, -z) - xp.logaddexp(z * 0.0, z)
-        if lo or hi:
-            return z
-        return z * 0.0
-
-    @classmethod
-    def parse(cls, spec: Any, variable: str = "?") -> "Transform":
-        """A transform from a name, a tuple or a constraint object (see the module docstring)."""
-        if isinstance(spec, Transform):
-            return spec
-        if spec is None or spec == "identity":
-            return cls()
-        if spec == "log":
-            return cls(0.0)
-        if spec == "logit":
-            return cls(0.0, 1.0)
-        if isinstance(spec, tuple) and spec and spec[0] in ("lower", "upper", "interval"):
-            try:
-                if spec[0] == "lower":
-                    (a,) = spec[1:]
-                    return cls(float(a))
-                if spec[0] == "upper":
-                    (b,) = spec[1:]
-                    return cls(upper=float(b))
-                a, b = spec[1:]
-                return cls(float(a), float(b))
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"variable {variable!r}: bad transform {spec!r} ({err})") from None
-        lower, upper = getattr(spec, "lower_bound", None), getattr(spec, "upper_bound", None)
-        if (lower is not None or upper is not None) and not isinstance(spec, (str, tuple)):
-            return cls(-math.inf if lower is None else float(lower), math.inf if upper is None else float(upper))
-        if type(spec).__name__ in ("_Real", "_RealVector", "_IndependentConstraint"):
-            base = getattr(spec, "base_constraint", None)
-            return cls() if base is None else cls.parse(base, variable)
-        raise ValueError(f"variable {variable!r}: unknown transform {spec!r}; use 'identity', 'log', 'logit', "
-                         "('lower', a), ('upper', b), ('interval', a, b) or a constraint with lower_bound/upper_bound")
 
 
 @dataclass(frozen=True)

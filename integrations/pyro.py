@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from disco_plug.support import Bounds
+
 from ._density import Density, as_density, evaluate, samples_exactly
 
 try:
@@ -25,12 +27,13 @@ try:
     from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
     from pyro.infer.mcmc.util import initialize_model
     from pyro.ops.integrator import potential_grad
-    from torch.distributions import constraints
+    from torch.distributions import biject_to, constraints, transform_to
+    from torch.distributions.transforms import Transform as _TorchTransform
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("disco_plug.integrations.pyro needs pyro-ppl: pip install 'disco_plug[pyro]'") from err
 
 __all__ = ["log_density", "potential_fn", "PotentialFn", "EstimatedDistribution", "LangevinKernel",
-           "sample_constrained"]
+           "sample_constrained", "BoxConstraint", "BoxTransform"]
 
 
 class _LogDensity(torch.autograd.Function):
@@ -101,6 +104,68 @@ def potential_fn(density: Density, site: str = "x") -> PotentialFn:
 
 
 
+class BoxConstraint(constraints.Constraint):
+    """The support of a density with bounded columns (a `disco_plug.BoundedFit`'s `bounds`): the open box
+    of its per-column (lower, upper), as one event constraint on R^d. `biject_to` maps R^d onto it by
+    the fit's own transforms, so Pyro's HMC and NUTS sample the unconstrained points."""
+
+    event_dim = 1
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds = bounds
+        super().__init__()
+
+    def check(self, value: Tensor) -> Tensor:
+        flat = value.detach().reshape(-1, self.bounds.dim).to(torch.float64)
+        return self.bounds.inside(flat).reshape(value.shape[:-1])
+
+    def __repr__(self) -> str:
+        return f"BoxConstraint({self.bounds.describe()})"
+
+
+class BoxTransform(_TorchTransform):
+    """R^d -> the box of a `BoxConstraint`, column by column (disco_plug.support's maps)."""
+
+    domain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, bounds: Bounds, cache_size: int = 0) -> None:
+        self.bounds = bounds
+        super().__init__(cache_size=cache_size)
+
+    @property
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return BoxConstraint(self.bounds)
+
+    def with_cache(self, cache_size: int = 1) -> "BoxTransform":
+        return self if self._cache_size == cache_size else BoxTransform(self.bounds, cache_size)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BoxTransform) and other.bounds == self.bounds
+
+    def _flat(self, t: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        return fn(t.reshape(-1, self.bounds.dim)).reshape(t.shape)
+
+    def _call(self, z: Tensor) -> Tensor:
+        return self._flat(z, self.bounds.constrain)
+
+    def _inverse(self, x: Tensor) -> Tensor:
+        return self._flat(x, self.bounds.unconstrain)
+
+    def log_abs_det_jacobian(self, z: Tensor, x: Tensor) -> Tensor:
+        out = z.new_zeros(z.shape[:-1])
+        for j, t in enumerate(self.bounds.transforms):
+            if t.bounded:
+                out = out + t.log_abs_det_jacobian(z[..., j], torch)
+        return out
+
+
+@biject_to.register(BoxConstraint)
+@transform_to.register(BoxConstraint)
+def _box_bijection(constraint: BoxConstraint) -> BoxTransform:
+    return BoxTransform(constraint.bounds)
+
+
 class EstimatedDistribution(dist.TorchDistribution):
     """A distribution known through samples, for ``pyro.sample`` as a prior or a likelihood factor.
 
@@ -130,8 +195,14 @@ class EstimatedDistribution(dist.TorchDistribution):
     """
 
     arg_constraints: dict = {}
-    support = constraints.real_vector
     has_rsample = False
+
+    @property
+    def support(self) -> constraints.Constraint:  # type: ignore[override]
+        """R^d, or the box of a density with bounds (a `disco_plug.BoundedFit`): Pyro's HMC and NUTS then
+        sample the unconstrained points through `biject_to(support)`, as for a Beta or a HalfNormal."""
+        bounds = getattr(self.density, "bounds", None)
+        return BoxConstraint(bounds) if isinstance(bounds, Bounds) else constraints.real_vector
 
     def __init__(self, density: Density, samples: Tensor | None = None,
                  validate_args: bool | None = None) -> None:

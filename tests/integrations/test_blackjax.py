@@ -136,3 +136,17 @@ def test_mala_on_the_bundled_estimator(fitted):
     kernel = blackjax.mala(logdensity_fn(fitted), step_size=0.3)
     states = jax.vmap(kernel.init)(starts(jax.random.key(8)))
     assert_moments(run_chains(kernel, states, 250, jax.random.key(9)), bj_ess, slack=ESTIMATOR_SLACK)
+
+
+def test_a_bounded_fit_is_minus_infinity_outside_its_box_and_rwmh_never_leaves_it():
+    import disco_plug
+    from disco_plug.targets import BetaProduct
+
+    x = BetaProduct(2).sample(512, generator=torch.Generator().manual_seed(0))
+    logdensity = logdensity_fn(disco_plug.load().fit(x, bounds=[(0, 1), (0, 1)]))
+    value, grad = jax.value_and_grad(logdensity)(jnp.array([1.5, 0.5]))
+    assert float(value) == -np.inf and grad.tolist() == [0.0, 0.0]
+    kernel = blackjax.additive_step_random_walk.normal_random_walk(logdensity, 0.2 * jnp.eye(2))
+    states = jax.vmap(kernel.init)(jnp.asarray(x[:CHAINS].numpy(), dtype=jnp.float32))
+    draws = run_chains(kernel, states, 200, jax.random.key(1))
+    assert bool(((draws > 0) & (draws < 1)).all())

@@ -241,3 +241,36 @@ def test_sample_constrained_keeps_a_positive_scale_lognormal():
     assert_close_in_sds(sigma.numpy(), mean, sd, ess)
     trace = pyro.poutine.trace(model).get_trace()
     torch.testing.assert_close(trace.nodes["sigma"]["value"], trace.nodes["z"]["value"][1].exp())
+
+
+# -- a density with bounded columns (disco_plug.BoundedFit): Pyro samples its unconstrained points ------
+def test_box_transform_is_the_fits_bijection_with_its_log_jacobian():
+    from disco_plug.support import Bounds
+
+    bounds = Bounds.parse([(0, 1), (2, None), (None, -1), None], 4)
+    t = pyro_adapters.BoxTransform(bounds)
+    z = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = t(z)
+    assert bool(t.codomain.check(x).all()) and torch.allclose(t.inv(x), z)
+    jac = torch.autograd.functional.jacobian(lambda v: t(v[None])[0], z[0])
+    assert torch.allclose(t.log_abs_det_jacobian(z, x)[0], torch.logdet(jac.abs()))
+    assert torch.distributions.biject_to(pyro_adapters.BoxConstraint(bounds)) == t
+
+
+def test_bounded_prior_under_nuts_stays_in_its_box_and_matches_the_estimate():
+    from disco_plug.targets import BetaProduct
+
+    x = BetaProduct(2).sample(1024, generator=torch.Generator().manual_seed(0))
+    fitted = disco_plug.load().fit(x, bounds=[(0, 1), (0, 1)])
+    prior = EstimatedDistribution(fitted)
+    assert isinstance(prior.support, pyro_adapters.BoxConstraint)
+
+    def model():
+        pyro.sample("theta", prior)
+
+    draws = run(NUTS(model), 300, 150, num_chains=1).get_samples(group_by_chain=True)["theta"]
+    assert bool(((draws > 0) & (draws < 1)).all())
+    exact = fitted.sample(20000, generator=torch.Generator().manual_seed(1))
+    ess = pyro_ess(draws)
+    tol = 4 * exact.std(0) / ess.sqrt()
+    assert bool(((draws.reshape(-1, 2).mean(0) - exact.mean(0)).abs() < tol).all())
