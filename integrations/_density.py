@@ -73,21 +73,29 @@ def as_density(obj: object) -> Density:
 def evaluate(density: Density, y: Tensor) -> tuple[Tensor, Tensor]:
     """log p and score at points y (..., d), checked on the way in and out.
 
-    Returns (log p (...), score (..., d)) in y's dtype and device. Raises ValueError naming the problem
-    for a wrong last dimension or non-finite points, and for a density that returns NaN, +inf or a
-    non-finite score; log p = -inf (outside a bounded density's support) passes.
+    Returns (log p (...), score (..., d)) in y's dtype and device. log p = -inf is a point where the density
+    is zero: outside a bounded density's support (a BoundedFit's box), or at an infinite coordinate (every
+    density vanishes there, as scipy.stats' logpdf says; a float32 sampler's unconstrained step can
+    overflow a bounded column's exp), with a zero score. Raises ValueError naming the problem for a
+    wrong last dimension or NaN points, and for a density that returns NaN, +inf or a non-finite score.
     """
     d = density.dim
     if y.ndim == 0 or y.shape[-1] != d:
         raise ValueError(f"points must have last dimension d = {d}, got shape {tuple(y.shape)}")
     if not y.is_floating_point():
         raise TypeError(f"points must be floating point, got {y.dtype}")
-    if not bool(torch.isfinite(y).all()):
-        raise ValueError("points contain NaN or inf (the sampler diverged or was given bad values)")
+    if bool(torch.isnan(y).any()):
+        raise ValueError("points contain NaN or inf (NaN: the sampler diverged or was given bad values)")
     lead = y.shape[:-1]
-    log_p, score = density.log_density_and_score(y.detach().reshape(-1, d))
-    log_p = torch.as_tensor(log_p).to(dtype=y.dtype, device=y.device).reshape(lead)
-    score = torch.as_tensor(score).to(dtype=y.dtype, device=y.device).reshape(*lead, d)
+    flat = y.detach().reshape(-1, d)
+    finite = torch.isfinite(flat).all(-1)
+    log_p = torch.full(finite.shape, -torch.inf, dtype=y.dtype, device=y.device)
+    score = torch.zeros_like(flat)
+    if bool(finite.any()):
+        lp, s = density.log_density_and_score(flat if bool(finite.all()) else flat[finite])
+        log_p[finite] = torch.as_tensor(lp).to(dtype=y.dtype, device=y.device)
+        score[finite] = torch.as_tensor(s).to(dtype=y.dtype, device=y.device)
+    log_p, score = log_p.reshape(lead), score.reshape(*lead, d)
     # log p = -inf is a point outside the density's support (a BoundedFit's bounds), as scipy.stats says it
     if bool(torch.isnan(log_p).any()) or bool((log_p == torch.inf).any()) or not bool(torch.isfinite(score).all()):
         raise ValueError("the density returned NaN or inf at finite points")

@@ -28,6 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from disco_plug.support import Bounds
+
 from ._density import Density, as_density, samples_exactly
 
 try:
@@ -35,12 +37,14 @@ try:
     import jax.numpy as jnp
     import numpyro.distributions as dist
     from numpyro.distributions import constraints
+    from numpyro.distributions.transforms import Transform as _NumPyroTransform
+    from numpyro.distributions.transforms import biject_to
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("disco_plug.integrations.numpyro needs numpyro: pip install 'disco_plug[numpyro]'") from err
 
 from ._jax import flat_log_density, host_sample
 
-__all__ = ["EstimatedDistribution", "potential_fn", "sample_constrained"]
+__all__ = ["BoxConstraint", "BoxTransform", "EstimatedDistribution", "potential_fn", "sample_constrained"]
 
 
 def _check_samples(samples: Any, d: int | None = None) -> np.ndarray:
@@ -57,6 +61,71 @@ def _check_samples(samples: Any, d: int | None = None) -> np.ndarray:
     return samples
 
 
+class BoxConstraint(constraints.Constraint):
+    """The support of a density with bounded columns (a `disco_plug.BoundedFit`'s `bounds`): the open box
+    of its per-column (lower, upper), one event constraint on R^d. `biject_to` maps R^d onto it by the
+    fit's own transforms, so NumPyro's NUTS samples the unconstrained points, as for a Beta."""
+
+    event_dim = 1
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds = bounds
+
+    def _limits(self) -> tuple[jax.Array, jax.Array]:
+        return (jnp.asarray([t.lower for t in self.bounds.transforms]),
+                jnp.asarray([t.upper for t in self.bounds.transforms]))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        lower, upper = self._limits()
+        return jnp.all((x > lower) & (x < upper), axis=-1)
+
+    def feasible_like(self, prototype: jax.Array) -> jax.Array:
+        inside = BoxTransform(self.bounds)(jnp.zeros(self.bounds.dim))  # the image of z = 0
+        return jnp.broadcast_to(inside, jnp.shape(prototype)).astype(jnp.result_type(prototype, float))
+
+    def tree_flatten(self) -> tuple:
+        return (), ((), {"bounds": self.bounds})
+
+    def eq(self, other: object, static: bool = False) -> bool:
+        return isinstance(other, BoxConstraint) and other.bounds == self.bounds
+
+    def __repr__(self) -> str:
+        return f"BoxConstraint({self.bounds.describe()})"
+
+
+class BoxTransform(_NumPyroTransform):
+    """R^d -> the box of a `BoxConstraint`, column by column (disco_plug.support's maps)."""
+
+    domain = constraints.real_vector
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds = bounds
+
+    @property
+    def codomain(self) -> BoxConstraint:
+        return BoxConstraint(self.bounds)
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        return jnp.stack([t.constrain(z[..., j], jnp) for j, t in enumerate(self.bounds.transforms)], -1)
+
+    def _inverse(self, x: jax.Array) -> jax.Array:
+        return jnp.stack([t.unconstrain(x[..., j], jnp) for j, t in enumerate(self.bounds.transforms)], -1)
+
+    def log_abs_det_jacobian(self, z: jax.Array, x: jax.Array, intermediates: Any = None) -> jax.Array:
+        return sum(t.log_abs_det_jacobian(z[..., j], jnp) for j, t in enumerate(self.bounds.transforms))
+
+    def tree_flatten(self) -> tuple:
+        return (), ((), {"bounds": self.bounds})
+
+    def eq(self, other: object, static: bool = False) -> bool:
+        return isinstance(other, BoxTransform) and other.bounds == self.bounds
+
+
+@biject_to.register(BoxConstraint)
+def _box_bijection(constraint: BoxConstraint) -> BoxTransform:
+    return BoxTransform(constraint.bounds)
+
+
 class EstimatedDistribution(dist.Distribution):
     """A distribution on R^d known through samples, for ``numpyro.sample`` as a prior or a factor.
 
@@ -71,8 +140,14 @@ class EstimatedDistribution(dist.Distribution):
     estimator first.
     """
 
-    support = constraints.real_vector
     pytree_aux_fields = ("density", "_log_p", "_draw", "samples")
+
+    @property
+    def support(self) -> constraints.Constraint:
+        """R^d, or the box of a density with bounds (a `disco_plug.BoundedFit`): NumPyro's NUTS then samples
+        the unconstrained points through `biject_to(support)`."""
+        bounds = getattr(self.density, "bounds", None)
+        return BoxConstraint(bounds) if isinstance(bounds, Bounds) else constraints.real_vector
 
     def __init__(self, density: Density, samples: Any = None, *, validate_args: bool | None = None) -> None:
         self.density = as_density(density)

@@ -146,6 +146,8 @@ def test_a_bounded_fit_is_minus_infinity_outside_its_box_and_rwmh_never_leaves_i
     logdensity = logdensity_fn(disco_plug.load().fit(x, bounds=[(0, 1), (0, 1)]))
     value, grad = jax.value_and_grad(logdensity)(jnp.array([1.5, 0.5]))
     assert float(value) == -np.inf and grad.tolist() == [0.0, 0.0]
+    value, grad = jax.value_and_grad(logdensity)(jnp.array([jnp.inf, 0.5]))  # e.g. a float32 exp overflow
+    assert float(value) == -np.inf and grad.tolist() == [0.0, 0.0]
     kernel = blackjax.additive_step_random_walk.normal_random_walk(logdensity, 0.2 * jnp.eye(2))
     states = jax.vmap(kernel.init)(jnp.asarray(x[:CHAINS].numpy(), dtype=jnp.float32))
     draws = run_chains(kernel, states, 200, jax.random.key(1))

@@ -166,3 +166,38 @@ def test_sample_constrained_keeps_a_positive_scale_lognormal():
     three = GaussianMixture.from_components([1.0], torch.zeros(1, 3), torch.ones(1, 3))
     with pytest.raises(ValueError, match="D = 2"):
         numpyro.handlers.seed(lambda: sample_constrained("z", EstimatedDistribution(three), joint), 0)()
+
+
+# -- a density with bounded columns (disco_plug.BoundedFit): NumPyro samples its unconstrained points ----
+def test_box_transform_is_the_fits_bijection_with_its_log_jacobian():
+    from disco_plug.support import Bounds
+
+    bounds = Bounds.parse([(0, 1), (2, None), (None, -1), None], 4)
+    t = np_adapters.BoxTransform(bounds)
+    z = jax.random.normal(jax.random.key(0), (5, 4))
+    x = t(z)
+    assert bool(t.codomain(x).all()) and np.allclose(t.inv(x), z, atol=1e-5)
+    jac = jax.jacfwd(t)(z[0])
+    np.testing.assert_allclose(t.log_abs_det_jacobian(z, x)[0], jnp.log(jnp.abs(jnp.linalg.det(jac))), rtol=1e-5)
+    assert nd.transforms.biject_to(np_adapters.BoxConstraint(bounds)).eq(t)
+    assert bool(t.codomain(t.codomain.feasible_like(x)).all())
+
+
+def test_bounded_prior_under_nuts_stays_in_its_box_and_matches_the_estimate():
+    import disco_plug
+    from disco_plug.targets import BetaProduct
+
+    x = BetaProduct(2).sample(1024, generator=torch.Generator().manual_seed(0))
+    fitted = disco_plug.load().fit(x.numpy(), bounds=[(0, 1), (0, None)])
+    prior = EstimatedDistribution(fitted)
+    assert isinstance(prior.support, np_adapters.BoxConstraint)
+
+    def model():
+        numpyro.sample("theta", prior)
+
+    draws = torch.tensor(np.asarray(run(NUTS(model), 300, 150).get_samples(group_by_chain=True)["theta"]),
+                         dtype=torch.float64)
+    assert bool(((draws > 0).all(-1) & (draws[..., 0] < 1)).all())
+    exact = torch.as_tensor(fitted.sample(20000, generator=torch.Generator().manual_seed(1)))
+    tol = 4 * exact.std(0) / np_ess(draws).sqrt()
+    assert bool(((draws.reshape(-1, 2).mean(0) - exact.mean(0)).abs() < tol).all())
