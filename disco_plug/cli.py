@@ -297,13 +297,39 @@ def _load_fitted(args: argparse.Namespace):
     # each on stderr, `disco-plug: warning: ...`, never a Python warning with a source line.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        fitted = estimator.fit(samples, dequantize=args.dequantize,
-                               generator=torch.Generator().manual_seed(args.seed), names=names)
+        fitted = estimator.fit(samples, bounds=_parse_bounds(args.bounds, names, samples.shape[1]),
+                               dequantize=args.dequantize, generator=torch.Generator().manual_seed(args.seed),
+                               names=names)
     for w in caught:
         print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     if args.adapt:
         fitted = fitted.adapt(args.adapt, generator=torch.Generator().manual_seed(args.seed))
     return fitted, samples, names
+
+
+def _parse_bounds(text: str | None, names: list[str] | None, d: int) -> dict | None:
+    """--bounds "COL:LOW:HIGH,..." -> fit's {column: (low, high)} (an empty LOW or HIGH is an open side;
+    COL a header name, else a 0-based index)."""
+    if text is None:
+        return None
+    out: dict = {}
+    for entry in text.split(","):
+        parts = entry.strip().rsplit(":", 2)
+        if len(parts) != 3 or not parts[0]:
+            raise UserError(f"--bounds entry {entry.strip()!r} is not COL:LOW:HIGH (e.g. rate:0:1 or sigma:0:)")
+        col, low, high = parts
+        key: int | str = col
+        if not (names and col in names):
+            try:
+                key = int(col)
+            except ValueError:
+                known = f"the columns are {', '.join(names)}" if names else f"there are {d} columns, 0..{d - 1}"
+                raise UserError(f"--bounds names column {col!r}; {known}") from None
+        try:
+            out[key] = (float(low) if low.strip() else None, float(high) if high.strip() else None)
+        except ValueError:
+            raise UserError(f"--bounds entry {entry.strip()!r}: LOW and HIGH must be numbers or empty") from None
+    return out
 
 
 def _read_queries(args: argparse.Namespace, names: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -440,6 +466,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="add one grid step of uniform noise (drawn with --seed) to columns recorded on a grid "
                    "(integers, 0.1 steps), so that tied values do not make the density singular (without it, such "
                    "columns are named in a warning on stderr)")
+    p.add_argument("--bounds", default=None, metavar="COL:LOW:HIGH,...",
+                   help="known supports of columns (a proportion, a positive scale), e.g. rate:0:1,sigma:0: "
+                   "(an empty side is open; COL a header name or 0-based index). Those columns are estimated "
+                   "in log/logit coordinates: the density is zero outside the bounds (log p = -inf there) and "
+                   "samples stay inside; samples on or outside a bound are refused")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
 
 

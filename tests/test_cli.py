@@ -1,6 +1,7 @@
 """The `disco-plug` command line: results agree with the library, user mistakes give one line and
 exit status 2, and the bench/train subcommands forward to the right entry points."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -346,3 +347,23 @@ def test_degenerate_and_grid_valued_tables_fit_with_one_warning_line_each(tmp_pa
     assert code == 0 and len(err.splitlines()) == 1 and "constant column 'batch'" in err
     new = run(["sample", path, "--num", 5, "--quiet"], capsys)[1].splitlines()
     assert new[0] == "level,batch,count" and all(line.split(",")[1] == "3" for line in new[1:])
+
+
+def test_bounds_by_name_and_index_match_the_library_and_bad_ones_give_one_line(tmp_path, capsys, estimator):
+    x = np.c_[RNG.beta(2, 5, size=300), RNG.lognormal(size=300)]
+    np.savetxt(tmp_path / "b.csv", x, delimiter=",", header="rate,sigma", comments="")
+    q = np.array([[0.2, 1.0], [1.5, 1.0], [0.3, -1.0]])
+    np.savetxt(tmp_path / "q.csv", q, delimiter=",", header="rate,sigma", comments="")
+    outs = [run(["estimate", tmp_path / "b.csv", "--queries", tmp_path / "q.csv", "--bounds", spec], capsys)
+            for spec in ("rate:0:1,sigma:0:", "0:0:1,1:0:")]
+    assert all(code == 0 and err == "" for code, _, err in outs) and outs[0][1] == outs[1][1]
+    _, table = table_of(outs[0][1])
+    log_p, score = estimator.fit(x, bounds=[(0, 1), (0, None)]).log_density_and_score(q)
+    np.testing.assert_allclose(table[:, 2], log_p, rtol=1e-8)
+    assert np.isinf(table[1:, 2]).all() and (table[1:, 3:] == 0).all()
+    np.testing.assert_allclose(table[:, 3:], score, rtol=1e-8, atol=1e-12)
+    for spec, message in (("rate:0", "is not COL:LOW:HIGH"), ("speed:0:1", "column 'speed'; the columns are rate, sigma"),
+                          ("rate:a:1", "must be numbers or empty"), ("sigma:1:", r"row \d+ is")):
+        code, _, err = run(["estimate", tmp_path / "b.csv", "--bounds", spec], capsys)
+        assert code == 2 and re.search(message, err), err
+        assert len(err.strip().splitlines()) == 1
