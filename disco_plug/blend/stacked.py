@@ -211,28 +211,32 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
     # mean log-likelihood of a few thousand points separates them, and it is most of an update's cost at n = 4096.
     judge = y_new if y_new.shape[1] <= MOVE_POINTS else torch.gather(
         y_new, 1, path_subset(y_new, MOVE_POINTS)[..., None].expand(-1, -1, d))
-    starts, carried_frames = [], []
-    for mix, coords in zip(mixtures, frames):
-        best = None
-        for linear, shift in moves:
-            try:
-                moved = convolve_mixture(mix, linear, torch.zeros_like(linear))
-            except torch.linalg.LinAlgError:
-                continue
-            moved = moved._replace(means=moved.means + shift)
-            fit = float(mixture_log_density_and_score(moved, judge)[0].mean())
-            if math.isfinite(fit) and (best is None or fit > best[0]):
-                best = (fit, moved, linear)
-        if best is None:
-            return None
-        _, moved, linear = best
-        starts.append(moved)
-        # The family's coordinates move with the mixture: z = y_old @ m = (y_new - shift) @ linear^-1 @ m.
-        carried_frames.append(tuple(torch.linalg.solve(linear, m) for m in coords))
-    if not starts:  # a config without mixtures
+    if not mixtures:  # a config without mixtures
         return stacked_density(y_new, [], held_out_weights(y_new, [], c) if reweigh else density.weights, c), ()
+    # Each move carries every mixture at once (the mixtures stacked as contexts of one Mixture) and is
+    # judged by one evaluation: per mixture, the mean log-likelihood of the judged points.
+    k, b = len(mixtures), y_new.shape[0]
+    together = stack_mixtures(mixtures)
+    judged = judge.repeat(k, 1, 1)
+    best: list[tuple[float, Mixture, Tensor] | None] = [None] * k
+    for linear, shift in moves:
+        try:
+            moved = convolve_mixture(together, linear.repeat(k, 1, 1), torch.zeros_like(linear).repeat(k, 1, 1))
+        except torch.linalg.LinAlgError:
+            continue
+        moved = moved._replace(means=moved.means + shift.repeat(k, 1, 1))
+        fits = mixture_log_density_and_score(moved, judged)[0].reshape(k, -1).mean(-1).tolist()
+        for i, fit in enumerate(fits):
+            if math.isfinite(fit) and (best[i] is None or fit > best[i][0]):
+                rows = slice(i * b, (i + 1) * b)
+                own = mixtures[i].means.shape[1]  # the mixture's own K (the stack pads to the largest)
+                best[i] = (fit, Mixture(*(t[rows, :own] for t in moved[:4]), mixtures[i].params), linear)
+    if any(choice is None for choice in best):
+        return None
+    starts = [choice[1] for choice in best]
+    # The family's coordinates move with the mixture: z = y_old @ m = (y_new - shift) @ linear^-1 @ m.
+    carried_frames = [tuple(torch.linalg.solve(choice[2], m) for m in coords) for choice, coords in zip(best, frames)]
     # Every mixture's EM steps in one batch: the mixtures as contexts of one Mixture (padded to one K).
-    k = len(starts)
     stacked = stack_mixtures(starts)
     heavy_rows = torch.tensor(heavy, device=y_new.device).repeat_interleave(y_new.shape[0])
     axes = torch.cat([f[0] for f in carried_frames]) if c.mixture_axes else None
@@ -240,7 +244,6 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
     out = refine_mixture(stacked, y_new.repeat(k, 1, 1), iters, prior=c.mixture_prior_scale * (d + 2),
                          heavy_tails=heavy_rows, var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
                          axes=axes, frame=frame)
-    b = y_new.shape[0]
     refined = [Mixture(*(t[i * b:(i + 1) * b, :m.means.shape[1]] for t in out[:4]), m.params)
                for i, m in enumerate(starts)]
     weights = held_out_weights(y_new, refined, c) if reweigh else density.weights

@@ -84,6 +84,7 @@ def _per_context(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
 
 
 _EM_CHUNK = 1 << 19  # numbers per (C, k, n, d) intermediate of an E- or M-step: 4 MB in float64, cache-sized
+_TRIAL_BATCH = 1 << 22  # _best_split batches trial splits while contexts x points x d stays under this
 
 
 def _component_chunks(x: Tensor, k: int) -> list[slice]:
@@ -252,10 +253,10 @@ def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor, shrink_to: 
 
 
 def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, active: Tensor, shrink_to: Shrinkage,
-        iters: int, family: _Family,
-        frame: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        iters: int, family: _Family, frame: Tensor | None = None, *,
+        loglik: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """`iters` EM steps; returns the parameters, the effective covariance dof, the log-likelihood (B,)
-    and the common axes (with a starting frame; see _m_step)."""
+    (None with loglik=False, which saves an E-step) and the common axes (with a starting frame; see _m_step)."""
     d = x.shape[-1]
     cov_dof = torch.zeros_like(log_w[:, 0])
     for _ in range(iters):
@@ -264,6 +265,8 @@ def _em(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, activ
         dof = torch.where(active, _choose_dof(resp, delta, d, family.heavy, shrink_to.dof_grid), dof)
         log_w, means, cov, cov_dof, frame = _m_step(x, resp, _scale_weight(delta, dof[:, None], d), active, shrink_to,
                                                     family, frame)
+    if not loglik:
+        return log_w, means, cov, dof, cov_dof, None, frame
     joint, _, _, _ = _joint(x, log_w, means, cov, dof)
     return log_w, means, cov, dof, cov_dof, torch.logsumexp(joint, dim=-1).sum(-1), frame
 
@@ -306,29 +309,37 @@ def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tenso
     """The K + 1 components after the split, tried on every component, that gives each context the highest
     likelihood. A trial split divides component j's points (by responsibility) at the hyperplane through
     its mean normal to its principal axis, takes the M-step of that division (two tight clusters merged in
-    one become two components at once) and one EM step."""
+    one become two components at once) and one EM step. The trials are batched: those of a block of
+    components j, for every context, are one batch of contexts (as many as keep B n d per trial under
+    _TRIAL_BATCH numbers); ties go to the smallest j."""
     b, k = log_w.shape
+    n, d = x.shape[1], x.shape[2]
     joint, _, _, _ = _joint(x, log_w, means, cov, dof)
     resp = torch.softmax(joint, -1)  # (B, n, K)
     axis = torch.linalg.eigh(cov)[1][..., -1]  # (B, K, d) principal axes
-    active = torch.ones(b, k + 1, dtype=torch.bool, device=x.device)
-    ones = torch.ones(b, x.shape[1], k + 1, dtype=x.dtype, device=x.device)
-    best, best_ll = None, None
-    for j in range(k):
-        side = (((x - means[:, j, None]) * axis[:, j, None]).sum(-1) > 0).to(x.dtype)  # (B, n)
-        r = torch.cat([resp, resp[..., j:j + 1] * (1 - side[..., None])], -1)
-        r[..., j] = resp[..., j] * side
-        trial_w, trial_mu, trial_cov, _, trial_frame = _m_step(x, r, ones, active, shrink_to, family, frame)
-        trial_dof = torch.cat([dof, dof[:, j:j + 1]], 1)
-        out = _em(x, trial_w, trial_mu, trial_cov, trial_dof, active, shrink_to, 1, family, trial_frame)
-        state, ll = out[:4], out[5]
-        if best is None:
-            best, best_ll = list(state), ll
-            continue
-        better = ll > best_ll
-        best = [_per_context(better, t, bt) for t, bt in zip(state, best)]
-        best_ll = torch.where(better, ll, best_ll)
-    return tuple(best)
+    block = max(1, _TRIAL_BATCH // (b * n * d))
+    states, lls = [], []
+    for j0 in range(0, k, block):
+        js = torch.arange(j0, min(j0 + block, k), device=x.device)
+        g = len(js)
+        side = (((x[:, None] - means[:, js, None]) * axis[:, js, None]).sum(-1) > 0).to(x.dtype)  # (B, g, n)
+        own = resp[..., js].transpose(1, 2)  # (B, g, n): the split components' responsibilities
+        replace = (torch.arange(k, device=x.device) == js[:, None])[None, :, None, :]  # trial j replaces column j
+        r = torch.where(replace, (own * side)[..., None], resp[:, None])  # (B, g, n, K)
+        r = torch.cat([r, (own * (1 - side))[..., None]], -1).reshape(b * g, n, k + 1)
+        rows = torch.arange(b, device=x.device).repeat_interleave(g)  # row b g + i: context b, component js[i]
+        xs, fam = x[rows], family.rows(rows)
+        active = torch.ones(b * g, k + 1, dtype=torch.bool, device=x.device)
+        ones = torch.ones(b * g, n, k + 1, dtype=x.dtype, device=x.device)
+        trial_w, trial_mu, trial_cov, _, trial_frame = _m_step(xs, r, ones, active, shrink_to, fam,
+                                                               None if frame is None else frame[rows])
+        trial_dof = torch.cat([dof[rows], dof[:, js].reshape(b * g, 1)], 1)
+        out = _em(xs, trial_w, trial_mu, trial_cov, trial_dof, active, shrink_to, 1, fam, trial_frame)
+        states.append([t.reshape(b, g, *t.shape[1:]) for t in out[:4]])
+        lls.append(out[5].reshape(b, g))
+    best = torch.cat(lls, 1).nan_to_num(nan=-math.inf).argmax(-1)  # (B,): argmax gives the first maximum
+    ids = torch.arange(b, device=x.device)
+    return tuple(torch.cat(parts, 1)[ids, best] for parts in zip(*states))
 
 
 def fit_mixtures(x: Tensor, penalties: tuple[float, ...] = (1.0,), max_components: int = 10, *,
@@ -590,7 +601,7 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_t
     family = _Family(none | heavy_tails, diagonal, common)
     log_w, means, cov, dof, _, _, _ = _em(x64 @ coords, mixture_log_weights(z), z.means, cov, z.dof, active,
                                           Shrinkage(float(prior), float(var_floor), tuple(dof_grid)), iters, family,
-                                          shared if bool(common.any()) else None)
+                                          shared if bool(common.any()) else None, loglik=False)
     _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
     back = torch.linalg.inv(coords)
     return convolve_mixture(Mixture(log_norm, means, prec_chol, dof, mix.params), back, torch.zeros_like(back))

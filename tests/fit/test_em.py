@@ -329,8 +329,10 @@ def test_raw_frame_gives_the_data_coordinates_up_to_scale():
 def _assert_same_mixture(a, b) -> None:
     y = torch.randn(1, 64, a.means.shape[-1], dtype=torch.float64, generator=torch.Generator().manual_seed(40)) * 2
     assert a.components.tolist() == b.components.tolist()
+    # Batched and lone fits round differently (and the thread pool's reduction order varies run to run); some
+    # hundred EM steps carry float64 rounding to ~1e-8 relative. A different split or K moves these by > 1e-3.
     for u, v in zip(mixture_log_density_and_score(a, y), mixture_log_density_and_score(b, y)):
-        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-6)
 
 
 def test_fit_mixture_sets_fits_each_kind_as_fit_mixtures_does_alone():
