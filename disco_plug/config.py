@@ -31,6 +31,13 @@ class ModelConfig:
         is the reference that KDE skips hand over to far from the data.
     mixture_prior_scale: the mixtures' covariances are shrunk towards the pooled one with
         mixture_prior_scale * (d + 2) pseudo-points (mixture.fit_mixtures' prior).
+    sharp_mixture_iters, sharp_mixture_prior_scale: the stacked density (not the gated blend) also has a
+        "sharp" copy of the first Gaussian mixture (mixture_penalties[0]): the same components refined by
+        sharp_mixture_iters EM steps whose covariances are shrunk with only sharp_mixture_prior_scale *
+        (d + 2) pseudo-points (0 steps: no sharp mixture). The pooled prior puts a floor of about
+        prior / n_k of the pooled variance under every component: on real tables with tied or spiky
+        columns (a value shared by most rows, a sub-population constant in one column) it widens narrow
+        components many times over, and the sharp copy keeps them narrow; the stacking weights choose.
     mixture_axes: the mixture fits also try covariances diagonal on the data's own axes (d >= 3; see
         mixture.fit_mixtures).
     mixture_common_axes: the mixture fits also try components that share their principal axes in the
@@ -92,6 +99,8 @@ class ModelConfig:
     mixture_penalties: tuple[float, ...] = (1.0, 0.3)
     t_mixture_penalties: tuple[float, ...] = (1.0,)
     mixture_prior_scale: float = 1.0
+    sharp_mixture_iters: int = 12
+    sharp_mixture_prior_scale: float = 0.01
     mixture_axes: bool = True
     mixture_common_axes: bool = True
     mixture_max_components: int = 10
@@ -127,6 +136,9 @@ class ModelConfig:
         if self.gate_context_features and not (self.mixture_penalties or self.t_mixture_penalties):
             raise ValueError("gate_context_features needs at least one mixture (the KDE-only skips have no summary): "
                              "set gate_context_features=False with mixture_penalties=() and t_mixture_penalties=()")
+        if isinstance(self.sharp_mixture_iters, bool) or not isinstance(self.sharp_mixture_iters, int) \
+                or self.sharp_mixture_iters < 0:
+            raise ValueError(f"sharp_mixture_iters must be a non-negative integer, got {self.sharp_mixture_iters!r}")
         counts = ("mixture_max_components", "mixture_split_iters", "mixture_final_iters", "mixture_patience",
                   "mixture_path_points", "mixture_full_data_iters", "mixture_trial_split_min_dim",
                   "mixture_common_axes_max_dim")
@@ -142,6 +154,8 @@ class ModelConfig:
             raise ValueError(f"mixture_dof_grid must hold degrees of freedom > 2, got {self.mixture_dof_grid}")
         for name in ("kde_factors", "stacked_kde_factors", "stacked_shrunk_kde_factors"):
             object.__setattr__(self, name, tuple(float(f) for f in getattr(self, name)))
+        if not self.sharp_mixture_prior_scale > 0:
+            raise ValueError(f"sharp_mixture_prior_scale must be positive, got {self.sharp_mixture_prior_scale!r}")
         for name in ("mixture_penalties", "t_mixture_penalties"):
             penalties = tuple(float(p) for p in getattr(self, name))
             object.__setattr__(self, name, penalties)

@@ -25,7 +25,7 @@ from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWar
                       find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
 from .bounded import BoundedFit
-from .blend.stacked import fit_context_mixtures, fit_stacked, update_stacked
+from .blend.stacked import fit_context_mixtures, fit_stacked, mixture_heavy_tails, update_stacked
 from .config import ModelConfig
 from .densities import KernelDensity, StackedDensity
 from .densities.mixture import convolve_mixture
@@ -73,7 +73,9 @@ class Estimator:
             parts = ["Gaussian fit", *(f"KDE {f:g}x Scott" for f in c.stacked_kde_factors),
                      *(f"variance-corrected KDE {f:g}x Scott" for f in c.stacked_shrunk_kde_factors),
                      *(f"Gaussian mixture (penalty {p:g})" for p in c.mixture_penalties),
-                     *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties)]
+                     *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties),
+                     *([f"sharp copy of the first Gaussian mixture (prior {c.sharp_mixture_prior_scale:g} x (d + 2))"]
+                       if c.mixture_penalties and c.sharp_mixture_iters else [])]
             return f"Estimator(stacked density of {', '.join(parts)}; d=1..{c.max_dim}; transformer unused, not loaded)"
         return f"Estimator({self.network!r}; d=1..{c.max_dim}, step={self.metadata.get('step', '?')})"
 
@@ -216,7 +218,8 @@ class FittedEstimator(FitOfSamples):
                                                   axes=w.data_axes(), frame=frame)
                     else:  # EM in float64 from the float64 samples; the network runs in float32
                         x64 = w.apply(self.samples[None])
-                        mixtures = fit_context_mixtures(x64, self.estimator.config, w.data_axes(), frame)
+                        mixtures = fit_context_mixtures(x64, self.estimator.config, w.data_axes(), frame,
+                                                        sharp=False)
                         self._state = self.network.encode(x64.to(self._dtype), mixtures=mixtures)
         return self._state
 
@@ -315,7 +318,7 @@ class FittedEstimator(FitOfSamples):
         c = est.config
         y_old, y_new = self._whitened_context(), new._whitened_context()  # float64: the stacked blend's dtype
         common = c.mixture_common_axes and self.whitening.frame_is_well_scaled()  # as in `_fitted_state`
-        frames = [self._mixture_frames(i) for i in range(len(c.mixture_penalties) + len(c.t_mixture_penalties))]
+        frames = [self._mixture_frames(i) for i in range(len(mixture_heavy_tails(c)))]
         with torch.no_grad(), load_aware_threads():
             updated = update_stacked(self.density, self.whitening, new.whitening, y_old, y_new, frames, c,
                                      iters=iters, common=common, reweigh=reweigh)

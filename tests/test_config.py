@@ -52,6 +52,6 @@ def test_the_em_rules_in_the_config_reach_the_fit():
     assert max(int(m.components[0]) for m in fitted) >= 2
     capped = fit_context_mixtures(x, ModelConfig(mixture_max_components=1))
     assert all(int(m.components[0]) == 1 for m in capped)
-    heavy = fit_context_mixtures(x, ModelConfig(mixture_dof_grid=(7.0,)))[-1]
+    heavy = fit_context_mixtures(x, ModelConfig(mixture_dof_grid=(7.0,)))[len(ModelConfig().mixture_penalties)]
     used = heavy.dof[0][torch.isfinite(heavy.log_norm[0])]
     assert set(used.tolist()) <= {7.0, GAUSSIAN_DOF} and 7.0 in used.tolist()

@@ -179,7 +179,7 @@ class GatedBlend(nn.Module):
         if mixtures is None:
             if kernel_noise is not None:
                 raise ValueError("encode with kernel_noise needs the mixtures, convolved with the same noise")
-            mixtures = fit_context_mixtures(x, c, axes, frame)
+            mixtures = fit_context_mixtures(x, c, axes, frame, sharp=False)
         need_summary = c.gate_context_features and summary is None
         if kernel_noise is not None and need_summary:
             raise ValueError("encode with kernel_noise needs the clean context's summary (context_summary): "

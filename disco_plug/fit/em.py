@@ -140,9 +140,10 @@ class _Family(NamedTuple):
     heavy: Tensor  # Student-t components with fitted degrees of freedom
     diagonal: Tensor  # covariances diagonal in the context's coordinates
     common: Tensor  # covariances sharing their principal axes (common_axes)
+    prior: Tensor | None = None  # the covariance prior's pseudo-points per context (None: Shrinkage.prior)
 
     def rows(self, idx: Tensor) -> "_Family":
-        return _Family(*(t[idx] for t in self))
+        return _Family(*(None if t is None else t[idx] for t in self))
 
 
 def _choose_dof(resp: Tensor, delta: Tensor, d: int, heavy: Tensor, dof_grid: tuple[float, ...]) -> Tensor:
@@ -224,7 +225,7 @@ def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor, shrink_to: 
     the common-axes contexts (family.common) share their principal axes (common_axes, fitted from there);
     the frame, updated for those contexts, is returned last (None without one)."""
     b, n, d = x.shape
-    prior = shrink_to.prior
+    prior = shrink_to.prior if family.prior is None else family.prior[:, None].to(x.dtype)  # float or (B, 1)
     counts = resp.sum(1)  # (B, K)
     safe = counts.clamp_min(1e-10)
     ru = resp * weight
@@ -233,7 +234,8 @@ def _m_step(x: Tensor, resp: Tensor, weight: Tensor, active: Tensor, shrink_to: 
     pooled = scatter.sum(1) / n  # within-component covariance
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     shrink = counts / (counts + prior)  # (B, K): weight of the component's own scatter
-    cov = (scatter + prior * pooled[:, None]) / (counts + prior)[..., None, None]
+    cov = (scatter + (prior if isinstance(prior, float) else prior[..., None, None]) * pooled[:, None]) \
+        / (counts + prior)[..., None, None]
     effective = (shrink * active).sum(-1)  # (B,)
     cov_dof = effective * (d * (d + 1) / 2)
     if bool(family.diagonal.any()):
@@ -549,12 +551,13 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
     return tuple(out), deviance, params
 
 
-def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_tails: bool | Tensor,
+def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float | Tensor, heavy_tails: bool | Tensor,
                    var_floor: float = VAR_FLOOR, dof_grid: tuple[float, ...] = DOF_GRID,
                    axes: Tensor | None = None, frame: Tensor | None = None) -> Mixture:
     """A warm-started refit of fitted mixtures mix (B, K) to points x (B, n, d) that moved or changed in
     number: `iters` EM steps from mix's components, with the same K (no splitting path, no model
-    choice) and the shrinkage prior of the fit (fit_mixture_sets' prior). heavy_tails (a bool, or one per
+    choice) and the shrinkage prior of the fit (fit_mixture_sets' prior: a number, or one per context (B,)).
+    heavy_tails (a bool, or one per
     context (B,)): the components' degrees of freedom are chosen again on DOF_GRID at every step (else they
     stay Gaussian).
 
@@ -598,9 +601,12 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float, heavy_t
     if frame is not None:
         coords = torch.where(common[:, None, None], frame.to(x64), coords)
     z, cov = in_coords(coords)
-    family = _Family(none | heavy_tails, diagonal, common)
+    per_context = torch.is_tensor(prior)
+    family = _Family(none | heavy_tails, diagonal, common,
+                     prior.to(x64).expand(b) if per_context else None)
+    shrink_to = Shrinkage(1.0 if per_context else float(prior), float(var_floor), tuple(dof_grid))
     log_w, means, cov, dof, _, _, _ = _em(x64 @ coords, mixture_log_weights(z), z.means, cov, z.dof, active,
-                                          Shrinkage(float(prior), float(var_floor), tuple(dof_grid)), iters, family,
+                                          shrink_to, iters, family,
                                           shared if bool(common.any()) else None, loglik=False)
     _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
     back = torch.linalg.inv(coords)

@@ -208,3 +208,26 @@ def test_repr_names_the_active_parts(estimator):
     assert "GatedBlend(9 gated skips" in gated and "residual DiScoFormer" in gated and "inert" in gated
     with pytest.raises(ValueError, match="blend"):
         disco_plug.load(blend="nope")
+
+
+def test_the_sharp_mixture_keeps_a_spike_narrow(estimator):
+    """A column where 70 % of the rows share one value (as `affairs` = 0 in statsmodels' fair table): the
+    pooled covariance prior widens the spike's component, the sharp copy of the mixture keeps it narrow,
+    takes the stacking weight and raises the held-out log-likelihood (paired by point, beyond 10 standard
+    errors of the mean difference; measured: 0.23 nats per point, SE 0.005)."""
+    from disco_plug.checkpoint import default_weights_path, load_weights
+
+    g = torch.Generator().manual_seed(0)
+
+    def draw(n):
+        x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+        x[:, 2] = torch.where(torch.rand(n, generator=g) < 0.7, 0.0, 1 + 2 * x[:, 2].abs())
+        x[:, 1] = x[:, 1] + x[:, 0]
+        return x
+
+    train, test = draw(2000), draw(2000)
+    network, _, meta = load_weights(default_weights_path(), overrides={"sharp_mixture_iters": 0})
+    fitted = estimator.fit(train)
+    assert float(fitted.density.weights[0, -1]) > 0.5  # the sharp copy is the last component
+    gain = fitted.log_density(test) - Estimator(network, metadata=meta).fit(train).log_density(test)
+    assert float(gain.mean()) > 10 * float(gain.std()) / len(gain) ** 0.5
