@@ -92,7 +92,7 @@ def fit_context_mixtures(x: Tensor, config: ModelConfig, axes: Tensor | None = N
     # +0.21) but cost +22 % fit time at d = 10, n = 1024 and +50 % at d = 100 (the refit: +7 % and +10 %).
     sharp_copy = refine_mixture(gaussian[0], x, c.sharp_mixture_iters, prior=c.sharp_mixture_prior_scale * (d + 2),
                                 heavy_tails=False, var_floor=c.mixture_var_floor, dof_grid=c.mixture_dof_grid,
-                                axes=opts["axes"], frame=opts["frame"])
+                                axes=opts["axes"], frame=opts["frame"], recount=True)
     return gaussian + heavy + (sharp_copy,)
 
 

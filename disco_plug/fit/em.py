@@ -553,7 +553,7 @@ def _fit_family(x64: Tensor, penalties: tuple[float, ...], own: Tensor, family: 
 
 def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float | Tensor, heavy_tails: bool | Tensor,
                    var_floor: float = VAR_FLOOR, dof_grid: tuple[float, ...] = DOF_GRID,
-                   axes: Tensor | None = None, frame: Tensor | None = None) -> Mixture:
+                   axes: Tensor | None = None, frame: Tensor | None = None, recount: bool = False) -> Mixture:
     """A warm-started refit of fitted mixtures mix (B, K) to points x (B, n, d) that moved or changed in
     number: `iters` EM steps from mix's components, with the same K (no splitting path, no model
     choice) and the shrinkage prior of the fit (fit_mixture_sets' prior: a number, or one per context (B,)).
@@ -565,7 +565,9 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float | Tensor
     (the coordinates of fit_mixture_sets' diagonal family), covariances diagonal there stay diagonal; with
     frame (B, d, d) (those of its common-axes family), covariances sharing their principal axes there keep
     shared axes (refined from those); every other mixture is refined with full covariances. Returns
-    float64 mixtures with mix's parameter counts (K does not change)."""
+    float64 mixtures with mix's parameter counts (K does not change), or with recount (and iters >= 1) the
+    counts of the last M-step, whose shrinkage follows this prior (a weaker prior leaves more effective
+    covariance parameters; the stacking's AICc correction needs them)."""
     if iters < 0:
         raise ValueError(f"iters must be non-negative, got {iters}")
     x64 = x.detach().to(torch.float64)
@@ -605,12 +607,16 @@ def refine_mixture(mix: Mixture, x: Tensor, iters: int, *, prior: float | Tensor
     family = _Family(none | heavy_tails, diagonal, common,
                      prior.to(x64).expand(b) if per_context else None)
     shrink_to = Shrinkage(1.0 if per_context else float(prior), float(var_floor), tuple(dof_grid))
-    log_w, means, cov, dof, _, _, _ = _em(x64 @ coords, mixture_log_weights(z), z.means, cov, z.dof, active,
-                                          shrink_to, iters, family,
-                                          shared if bool(common.any()) else None, loglik=False)
+    log_w, means, cov, dof, cov_dof, _, _ = _em(x64 @ coords, mixture_log_weights(z), z.means, cov, z.dof, active,
+                                                shrink_to, iters, family,
+                                                shared if bool(common.any()) else None, loglik=False)
     _, _, prec_chol, log_norm = _joint(x64[:, :1], log_w, means, cov, dof)
+    params = mix.params
+    if recount and iters:
+        k = active.sum(-1).to(x64.dtype)
+        params = k - 1 + k * d + _tails(torch.where(active, dof, GAUSSIAN_DOF)) + cov_dof
     back = torch.linalg.inv(coords)
-    return convolve_mixture(Mixture(log_norm, means, prec_chol, dof, mix.params), back, torch.zeros_like(back))
+    return convolve_mixture(Mixture(log_norm, means, prec_chol, dof, params), back, torch.zeros_like(back))
 
 
 def fit_mixture(x: Tensor, max_components: int = 10, *, penalty: float = 1.0, **kwargs) -> Mixture:

@@ -229,5 +229,8 @@ def test_the_sharp_mixture_keeps_a_spike_narrow(estimator):
     network, _, meta = load_weights(default_weights_path(), overrides={"sharp_mixture_iters": 0})
     fitted = estimator.fit(train)
     assert float(fitted.density.weights[0, -1]) > 0.5  # the sharp copy is the last component
+    # a copy of the first Gaussian mixture (same K) with a weaker prior: more effective covariance parameters
+    regular, sharp = (fitted.density.components[i].mixture for i in (-4, -1))
+    assert int(sharp.components[0]) == int(regular.components[0]) and float(sharp.params[0]) > float(regular.params[0])
     gain = fitted.log_density(test) - Estimator(network, metadata=meta).fit(train).log_density(test)
     assert float(gain.mean()) > 10 * float(gain.std()) / len(gain) ** 0.5
