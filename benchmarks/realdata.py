@@ -32,7 +32,9 @@ distinct values.
 Protocols: "raw" (the default) fits and scores the columns as recorded. `--dequantize` is the usual protocol for
 density estimation on discrete data (Theis, van den Oord & Bethge 2016, section 3.1): every grid-valued column
 (disco_plug.columns.grid_columns on the whole table: ties, all gaps multiples of one step) gets uniform noise of
-one grid step, U(-step/2, step/2), drawn once per split for the training and held-out parts alike, so that every
+one grid step, U(-step/2, step/2), and every coded column (coded_columns: at most 20 unevenly spaced tied levels,
+fair's age bands) has each value spread uniformly over its cell (halfway to the neighbouring levels), drawn once
+per split for the training and held-out parts alike, so that every
 estimator fits and is scored on the same continuous data; the held-out likelihood is then a lower bound on the
 discrete model's log-probability per grid cell, and spikes on grid values no longer pay. Results go to
 realdata_dequantized.{md,json}.
@@ -67,7 +69,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 import disco_plug  # noqa: E402
 from disco_plug.bench import git_commit  # noqa: E402
-from disco_plug.columns import grid_columns  # noqa: E402
+from disco_plug.columns import level_cells, coded_columns, grid_columns  # noqa: E402
 from disco_plug.samplers import energy_distance  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
@@ -159,6 +161,10 @@ def split(x: np.ndarray, table: str, index: int, cfg: Config) -> tuple[np.ndarra
         noise = np.random.default_rng([cfg.seed, zlib.crc32(table.encode()), index, 1])
         for j, step in grid_columns(torch.as_tensor(x)).items():
             x[:, j] += (noise.random(len(x)) - 0.5) * step
+        for j, levels in coded_columns(torch.as_tensor(x)).items():  # after the grid ones: their noise is unchanged
+            low, high = (t.numpy() for t in level_cells(levels))
+            at = np.searchsorted(levels.numpy(), x[:, j])
+            x[:, j] = low[at] + noise.random(len(x)) * (high[at] - low[at])
     return x[perm[n_test:]], x[perm[:n_test]]
 
 

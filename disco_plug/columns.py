@@ -13,7 +13,11 @@ Grid-valued columns (integers, 0.1 steps, prices in whole units) make ties; a de
 is singular (each repeated point's density grows without bound as an estimate sharpens), so they are
 found and reported (`grid_columns`), and `dequantize` adds one grid step of uniform noise (seeded),
 the usual remedy for density work on discrete data (Theis, van den Oord & Bethge 2016, "A note on
-the evaluation of generative models", section 3.1).
+the evaluation of generative models", section 3.1). Coded columns with a few unevenly spaced levels
+(age bands 17.5, 22, 27, ...; a count whose top class is 5.5) are not a grid but tie the same way: they are
+found by `coded_columns`, and `dequantize` spreads each level uniformly over its cell (from the midpoint
+to the level below to the midpoint to the level above; the outer cells as wide as their neighbours' gap),
+which for a grid whose levels are all present is the grid step's noise.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["AffineHull", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "dequantize",
+__all__ = ["AffineHull", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "coded_columns", "dequantize", "level_cells",
            "find_affine_hull", "grid_columns"]
 
 # A column whose variance left after regressing it on the kept columns is below this fraction of its
@@ -31,6 +35,7 @@ __all__ = ["AffineHull", "DegenerateSamplesWarning", "GridValuedColumnsWarning",
 # 1e-5 of its own: rounding of a computed total, not a measured column).
 DEPENDENT_RESIDUAL = 1e-10
 _GRID_TOL = 1e-6  # relative tolerance of "a difference is an integer number of grid steps"
+CODED_LEVELS = 20  # a tied column with at most this many distinct values and no common step is "coded"
 
 
 class DegenerateSamplesWarning(UserWarning):
@@ -146,13 +151,51 @@ def grid_columns(x: Tensor) -> dict[int, float]:
     return found
 
 
-def dequantize(x: Tensor, steps: dict[int, float], generator: torch.Generator) -> Tensor:
-    """x with uniform noise of one grid step, U(-step/2, step/2), added to each grid column."""
+def coded_columns(x: Tensor, max_levels: int = CODED_LEVELS) -> dict[int, Tensor]:
+    """Columns of x (n, d) that take a few unevenly spaced levels with ties, not a grid (grid_columns):
+    {column: its sorted distinct values}. A column is coded when it has 2..max_levels distinct values,
+    at least two rows per value on average, and its gaps are not multiples of one step."""
+    grid = grid_columns(x)
+    found: dict[int, Tensor] = {}
+    for j in range(x.shape[1]):
+        u = torch.unique(x[:, j])
+        if j not in grid and 2 <= len(u) <= max_levels and x.shape[0] >= 2 * len(u):
+            found[j] = u
+    return found
+
+
+def level_cells(levels: Tensor) -> tuple[Tensor, Tensor]:
+    """Each level's cell (low, high): from the midpoint to the level below to the midpoint to the level
+    above; the outer cells reach as far out as their inner half."""
+    mid = 0.5 * (levels[1:] + levels[:-1])
+    low = torch.cat([levels[:1] - (mid[:1] - levels[:1]), mid])
+    high = torch.cat([mid, levels[-1:] + (levels[-1:] - mid[-1:])])
+    return low, high
+
+
+def dequantize(x: Tensor, steps: dict[int, float], generator: torch.Generator,
+               levels: dict[int, Tensor] | None = None) -> Tensor:
+    """x with uniform noise of one grid step, U(-step/2, step/2), added to each grid column, and each
+    coded column's values (levels: coded_columns) spread uniformly over their cells (module docstring);
+    the draws come from `generator`, grid columns first."""
     out = x.clone()
     for j, step in steps.items():
         u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
         out[:, j] += (u - 0.5) * step
+    for j, values in (levels or {}).items():
+        u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+        low, high = level_cells(values.to(x))
+        at = torch.searchsorted(values.to(x), x[:, j].contiguous())
+        out[:, j] = low[at] + u * (high[at] - low[at])
     return out
+
+
+def describe_coded(levels: dict[int, Tensor], names: list[str] | None = None) -> str:
+    cols = [f"{repr(names[j]) if names is not None else j} ({len(v)} levels)" for j, v in levels.items()]
+    return (f"column{'s' if len(cols) > 1 else ''} {_listed(cols)} take{'' if len(cols) > 1 else 's'} "
+            "a few unevenly spaced coded values with ties: the density of tied values is singular; for "
+            "density work pass dequantize=True (spreads each value uniformly over its cell, halfway to "
+            "its neighbours, seeded)")
 
 
 def describe_grid(steps: dict[int, float], names: list[str] | None = None) -> str:

@@ -21,8 +21,8 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .checkpoint import default_weights_path, load_weights
-from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, describe_grid,
-                      find_affine_hull, grid_columns)
+from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, coded_columns,
+                      describe_coded, describe_grid, find_affine_hull, grid_columns)
 from .columns import dequantize as dequantize_columns
 from .bounded import BoundedFit
 from .blend.stacked import fit_context_mixtures, fit_stacked, mixture_heavy_tails, update_stacked
@@ -41,6 +41,14 @@ if TYPE_CHECKING:
 __all__ = ["Estimator", "FittedEstimator", "load"]
 
 _QUERY_CHUNK = 4096  # queries per network call: bounded memory for any number of queries
+
+
+def _warn_ties(grid: dict, coded: dict, names: list[str] | None, stacklevel: int) -> None:
+    """One GridValuedColumnsWarning per kind of tied columns found (grid_columns, coded_columns)."""
+    if grid:
+        warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=stacklevel + 1)
+    if coded:
+        warnings.warn(describe_coded(coded, names), GridValuedColumnsWarning, stacklevel=stacklevel + 1)
 
 
 class Estimator:
@@ -99,8 +107,10 @@ class Estimator:
           functions of the free ones (constant pixels stay constant). log_density is that density,
           ignoring the other columns of a query; their score entries are 0.
         - Columns with tied values on a grid (integers, 0.1 steps) are reported with their step
-          (GridValuedColumnsWarning). dequantize=True adds uniform noise of one grid step to each, drawn
-          from `generator` (a fixed seed, 0, if None), so the fit is of a continuous density.
+          (GridValuedColumnsWarning), and so are coded columns with a few (at most 20) unevenly spaced
+          tied values. dequantize=True adds uniform noise of one grid step to each grid column and
+          spreads each coded value over its cell (halfway to its neighbouring values), drawn from
+          `generator` (a fixed seed, 0, if None), so the fit is of a continuous density.
         bounds: the columns' supports, where known (a positive scale, a proportion): a sequence of one
           (low, high) pair per column, None for an open side or an unbounded column (scipy.optimize's
           convention), or a mapping {column name or index: (low, high)}. Bounded columns are estimated in
@@ -114,12 +124,12 @@ class Estimator:
         points equal."""
         x, spec, names = self._read_samples(samples, names)
         support = Bounds.parse(bounds, x.shape[1], names)  # None when no column has a finite bound
-        grid = grid_columns(x)
-        if grid and dequantize:
+        grid, coded = grid_columns(x), coded_columns(x)
+        if (grid or coded) and dequantize:
             gen = torch.Generator().manual_seed(0) if generator is None else generator
-            x = dequantize_columns(x, grid, gen)
-        elif grid:
-            warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=2)
+            x = dequantize_columns(x, grid, gen, coded)
+        else:
+            _warn_ties(grid, coded, names, stacklevel=3)
         if support is not None:
             return BoundedFit.fit(self, x, spec, support, names)
         return self._fit_points(x, spec, names)
@@ -311,9 +321,7 @@ class FittedEstimator(FitOfSamples):
             raise ValueError(f"samples have {x.shape[1]} columns; this fit has {self.dim}: use fit for a new set")
         if self.hull is not None or not self._stacked or find_affine_hull(x) is not None:
             return est.fit(samples)
-        grid = grid_columns(x)
-        if grid:  # as fit reports them (update has no dequantize: call fit for that)
-            warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=2)
+        _warn_ties(grid_columns(x), coded_columns(x), names, stacklevel=3)  # as fit (update has no dequantize)
         new = FittedEstimator(est, x, spec)
         c = est.config
         y_old, y_new = self._whitened_context(), new._whitened_context()  # float64: the stacked blend's dtype

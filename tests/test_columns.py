@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from disco_plug.columns import (DegenerateSamplesWarning, GridValuedColumnsWarning, find_affine_hull,
-                                grid_columns)
+from disco_plug.columns import (DegenerateSamplesWarning, GridValuedColumnsWarning, coded_columns, dequantize,
+                                find_affine_hull, grid_columns, level_cells)
 
 _rng = np.random.default_rng(3)
 BASE = _rng.normal(size=(400, 3)) @ np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
@@ -162,6 +162,47 @@ def test_grid_warning_and_dequantize(estimator):
     assert (noise[:, 0] == 0).all() and np.abs(noise[:, 1]).max() <= 0.5
     # one grid step of uniform noise: its spread is 1 / sqrt(12) up to sampling error
     assert abs(noise[:, 1].std() - 1 / math.sqrt(12)) < 4 * (1 / math.sqrt(12)) / math.sqrt(2 * 600)
+
+
+# -- coded columns: a few unevenly spaced levels ----------------------------------------------------------
+AGE_BANDS = np.array([17.5, 22.0, 27.0, 32.0, 37.0, 42.0])  # as statsmodels' fair table records age
+
+
+def test_coded_columns_are_found_and_grids_and_continuous_columns_are_not():
+    x = np.c_[_rng.normal(size=600), AGE_BANDS[_rng.integers(0, 6, size=600)], np.round(_rng.normal(size=600) * 3),
+              np.round(_rng.normal(size=600) * 1e3)]  # the last: ties, but ~ 3000 levels
+    found = coded_columns(_t(x))
+    assert list(found) == [1] and found[1].tolist() == AGE_BANDS.tolist()
+    assert list(grid_columns(_t(x))) == [2, 3]
+    assert coded_columns(_t(AGE_BANDS[:, None])) == {}  # six rows, six values: no ties
+
+
+def test_level_cells_tile_the_range_halfway_between_levels():
+    low, high = level_cells(torch.tensor(AGE_BANDS))
+    assert low.tolist() == [15.25, 19.75, 24.5, 29.5, 34.5, 39.5]
+    assert high.tolist() == [19.75, 24.5, 29.5, 34.5, 39.5, 44.5]
+    # an evenly spaced, complete set of levels gets one step's cells, as a grid column does
+    low, high = level_cells(torch.arange(5.0, dtype=torch.float64))
+    assert torch.equal(high - low, torch.ones(5, dtype=torch.float64)) and low[0] == -0.5
+
+
+def test_coded_warning_and_dequantize_spread_each_value_over_its_cell(estimator):
+    x = np.c_[_rng.normal(size=3000), AGE_BANDS[_rng.integers(0, 6, size=3000)]]
+    with pytest.warns(GridValuedColumnsWarning, match=r"column 'age' \(6 levels\).*dequantize=True"):
+        estimator.fit(x, names=["z", "age"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted = estimator.fit(x, dequantize=True)
+    y = fitted.samples.numpy()
+    assert (y[:, 0] == x[:, 0]).all()
+    low, high = (t.numpy() for t in level_cells(torch.tensor(AGE_BANDS)))
+    at = np.searchsorted(AGE_BANDS, x[:, 1])
+    assert ((y[:, 1] >= low[at]) & (y[:, 1] <= high[at])).all()
+    # uniform within its cell: the position in the cell has mean 1/2 and spread 1 / sqrt(12)
+    pos = (y[:, 1] - low[at]) / (high[at] - low[at])
+    assert abs(pos.mean() - 0.5) < 4 / math.sqrt(12 * 3000) and abs(pos.std() - 1 / math.sqrt(12)) < 0.01
+    again = dequantize(_t(x), {}, torch.Generator().manual_seed(0), coded_columns(_t(x)))
+    assert torch.equal(again, fitted.samples)  # the fit's draws: generator seed 0 by default
 
 
 # -- a real table: scikit-learn's 8x8 digits, raw ---------------------------------------------------------
