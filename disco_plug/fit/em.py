@@ -84,7 +84,7 @@ def _per_context(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
 
 
 _EM_CHUNK = 1 << 19  # numbers per (C, k, n, d) intermediate of an E- or M-step: 4 MB in float64, cache-sized
-_TRIAL_BATCH = 1 << 22  # _best_split batches trial splits while contexts x points x d stays under this
+_TRIAL_BATCH = _EM_CHUNK  # _best_split batches trial splits while contexts x points x d stays under this
 
 
 def _component_chunks(x: Tensor, k: int) -> list[slice]:
