@@ -151,11 +151,12 @@ def grid_columns(x: Tensor) -> dict[int, float]:
     return found
 
 
-def coded_columns(x: Tensor, max_levels: int = CODED_LEVELS) -> dict[int, Tensor]:
+def coded_columns(x: Tensor, max_levels: int = CODED_LEVELS, grid: dict[int, float] | None = None) -> dict[int, Tensor]:
     """Columns of x (n, d) that take a few unevenly spaced levels with ties, not a grid (grid_columns):
     {column: its sorted distinct values}. A column is coded when it has 2..max_levels distinct values,
-    at least two rows per value on average, and its gaps are not multiples of one step."""
-    grid = grid_columns(x)
+    at least two rows per value on average, and its gaps are not multiples of one step. grid: x's
+    grid_columns where the caller has them (else found here)."""
+    grid = grid_columns(x) if grid is None else grid
     found: dict[int, Tensor] = {}
     for j in range(x.shape[1]):
         u = torch.unique(x[:, j])

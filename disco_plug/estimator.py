@@ -124,7 +124,8 @@ class Estimator:
         points equal."""
         x, spec, names = self._read_samples(samples, names)
         support = Bounds.parse(bounds, x.shape[1], names)  # None when no column has a finite bound
-        grid, coded = grid_columns(x), coded_columns(x)
+        grid = grid_columns(x)
+        coded = coded_columns(x, grid=grid)
         if (grid or coded) and dequantize:
             gen = torch.Generator().manual_seed(0) if generator is None else generator
             x = dequantize_columns(x, grid, gen, coded)
@@ -321,7 +322,8 @@ class FittedEstimator(FitOfSamples):
             raise ValueError(f"samples have {x.shape[1]} columns; this fit has {self.dim}: use fit for a new set")
         if self.hull is not None or not self._stacked or find_affine_hull(x) is not None:
             return est.fit(samples)
-        _warn_ties(grid_columns(x), coded_columns(x), names, stacklevel=3)  # as fit (update has no dequantize)
+        grid = grid_columns(x)
+        _warn_ties(grid, coded_columns(x, grid=grid), names, stacklevel=3)  # as fit (update has no dequantize)
         new = FittedEstimator(est, x, spec)
         c = est.config
         y_old, y_new = self._whitened_context(), new._whitened_context()  # float64: the stacked blend's dtype
