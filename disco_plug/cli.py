@@ -301,7 +301,8 @@ def _load_fitted(args: argparse.Namespace):
                                dequantize=args.dequantize, generator=torch.Generator().manual_seed(args.seed),
                                names=names)
     for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        # The library's advice in the command line's terms: `fit(dequantize=True)` is --dequantize here.
+        print(f"{PROG}: warning: {str(w.message).replace('pass dequantize=True', 'pass --dequantize')}", file=sys.stderr)
     if args.adapt:
         fitted = fitted.adapt(args.adapt, generator=torch.Generator().manual_seed(args.seed))
     return fitted, samples, names

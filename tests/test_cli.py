@@ -341,6 +341,7 @@ def test_degenerate_and_grid_valued_tables_fit_with_one_warning_line_each(tmp_pa
     lines = err.splitlines()
     assert code == 0 and len(out.splitlines()) == 61 and len(lines) == 2, err
     assert lines[0].startswith("disco-plug: warning: column 'count' (step 1) takes tied values on a grid")
+    assert "pass --dequantize" in lines[0] and "dequantize=True" not in lines[0]  # the command line's option
     assert lines[1].startswith("disco-plug: warning: the samples lie on a 2-dimensional affine subspace")
     assert "constant column 'batch' (= 3)" in lines[1]
     code, out, err = run(["estimate", path, "--quiet", "--dequantize"], capsys)
