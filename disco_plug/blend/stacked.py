@@ -194,7 +194,28 @@ def fit_stacked(x: Tensor, config: ModelConfig, axes: Tensor | None = None,
                                    min_weight=config.stacking_min_weight)
     else:
         weights = held_out_weights(x, mixtures, config)
-    return stacked_density(x, mixtures, weights, config)
+    return stacked_density(x, mixtures, merge_duplicates(weights, mixtures), config)
+
+
+def merge_duplicates(weights: Tensor, mixtures: Sequence[Mixture], rtol: float = 1e-10) -> Tensor:
+    """The stacking weights (B, 1 + F + M) with each context's identical mixtures (the same components to
+    rtol, e.g. every kind's K = 1 fit on Gaussian data) merged into the first of them: the density is the
+    same, and the others get weight 0, so queries and updates skip them."""
+    weights = weights.clone()
+    off = weights.shape[1] - len(mixtures)
+    for j, later in enumerate(mixtures):
+        for i in range(j):
+            first = mixtures[i]
+            if first.means.shape != later.means.shape:
+                continue
+            same = torch.ones(weights.shape[0], dtype=torch.bool, device=weights.device)
+            for a, b in zip(first[:4], later[:4]):
+                close = (a == b) | ((a - b).abs() <= rtol * b.abs())  # equal infinities are the same
+                same &= close.reshape(close.shape[0], -1).all(-1)
+            moved = torch.where(same, weights[:, off + j], torch.zeros_like(weights[:, off + j]))
+            weights[:, off + i] += moved
+            weights[:, off + j] -= moved
+    return weights
 
 
 def held_out_weights(x: Tensor, mixtures: Sequence[Mixture], config: ModelConfig) -> Tensor:
@@ -230,18 +251,35 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
     frame, in the old whitened frame), is carried by whichever of frame_moves makes y_new likeliest and
     takes `iters` EM steps there (fit.em.refine_mixture); the weights are kept, or with reweigh chosen
     again by held-out likelihood on the new samples (as `fit_stacked` does, with the refined mixtures).
+    Without reweigh, mixtures of weight 0 (merge_duplicates' duplicates, those the stacking dropped) are not
+    evaluated by the density, so they are only carried, fixed in data space, not refined.
     Returns the new density and the families' coordinates in the new frame, or None if no move gives a
     valid start."""
     c, d = config, y_new.shape[-1]
-    mixtures = [comp.mixture for comp in density.components if isinstance(comp, MixtureDensity)]
-    heavy, priors = mixture_heavy_tails(c), mixture_priors(c, d)
+    every = [comp.mixture for comp in density.components if isinstance(comp, MixtureDensity)]
     moves = frame_moves(old, new, y_old, y_new)
+    # Without reweigh, a mixture of weight 0 in every context (a duplicate merged away, or one the stacking
+    # dropped) is never evaluated: it is only carried to the new frame (fixed in data space), not refined.
+    off = density.weights.shape[1] - len(every)
+    live = [i for i in range(len(every)) if reweigh or bool((density.weights[:, off + i] > 0).any())]
+    idle = {}
+    for i in sorted(set(range(len(every))) - set(live)):
+        linear, shift = moves[0]
+        carried = convolve_mixture(every[i], linear, torch.zeros_like(linear))
+        idle[i] = (carried._replace(means=carried.means + shift), tuple(torch.linalg.solve(linear, m) for m in frames[i]))
+    mixtures = [every[i] for i in live]
+    heavy = [mixture_heavy_tails(c)[i] for i in live]
+    priors = [mixture_priors(c, d)[i] for i in live]
+    frames = [frames[i] for i in live]
     # The moves are compared on at most MOVE_POINTS of the new points (a hash subset, as the EM path's): the
     # mean log-likelihood of a few thousand points separates them, and it is most of an update's cost at n = 4096.
     judge = y_new if y_new.shape[1] <= MOVE_POINTS else torch.gather(
         y_new, 1, path_subset(y_new, MOVE_POINTS)[..., None].expand(-1, -1, d))
-    if not mixtures:  # a config without mixtures
+    if not every:  # a config without mixtures
         return stacked_density(y_new, [], held_out_weights(y_new, [], c) if reweigh else density.weights, c), ()
+    if not mixtures:  # every mixture idle
+        return (stacked_density(y_new, [idle[i][0] for i in range(len(every))], density.weights, c),
+                tuple(idle[i][1] for i in range(len(every))))
     # Each move carries every mixture at once (the mixtures stacked as contexts of one Mixture) and is
     # judged by one evaluation: per mixture, the mean log-likelihood of the judged points.
     k, b = len(mixtures), y_new.shape[0]
@@ -276,5 +314,9 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
                          axes=axes, frame=frame)
     refined = [Mixture(*(t[i * b:(i + 1) * b, :m.means.shape[1]] for t in out[:4]), m.params)
                for i, m in enumerate(starts)]
-    weights = held_out_weights(y_new, refined, c) if reweigh else density.weights
-    return stacked_density(y_new, refined, weights, c), tuple(carried_frames)
+    if reweigh:  # every mixture was live
+        return (stacked_density(y_new, refined, merge_duplicates(held_out_weights(y_new, refined, c), refined), c),
+                tuple(carried_frames))
+    fresh = dict(zip(live, zip(refined, carried_frames)))
+    parts = [fresh[i] if i in fresh else idle[i] for i in range(len(every))]
+    return stacked_density(y_new, [p[0] for p in parts], density.weights, c), tuple(p[1] for p in parts)

@@ -234,3 +234,25 @@ def test_the_sharp_mixture_keeps_a_spike_narrow(estimator):
     assert int(sharp.components[0]) == int(regular.components[0]) and float(sharp.params[0]) > float(regular.params[0])
     gain = fitted.log_density(test) - Estimator(network, metadata=meta).fit(train).log_density(test)
     assert float(gain.mean()) > 10 * float(gain.std()) / len(gain) ** 0.5
+
+
+def test_identical_mixtures_are_merged_into_one_weight(estimator):
+    """On Gaussian data every mixture kind fits the same K = 1 Gaussian: their weights go to the first of
+    them (the others get 0 and are never evaluated), and the density is the one with the weights split."""
+    from disco_plug.blend.stacked import held_out_weights, merge_duplicates
+    from disco_plug.densities import MixtureDensity, StackedDensity
+
+    x = torch.randn(2000, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    fitted = estimator.fit(x)
+    density = fitted.density
+    mixtures = [c.mixture for c in density.components if isinstance(c, MixtureDensity)]
+    assert all(int(m.components[0]) == 1 for m in mixtures)
+    split = held_out_weights(fitted._whitened_context(), mixtures, estimator.config)
+    off = split.shape[1] - len(mixtures)
+    assert bool((split[0, off:] > 0).all())  # before merging: each identical mixture has its share
+    merged = merge_duplicates(split, mixtures)
+    torch.testing.assert_close(merged, density.weights)
+    assert float(merged[0, off]) == pytest.approx(float(split[0, off:].sum())) and bool((merged[0, off + 1:] == 0).all())
+    y = 2 * torch.randn(1, 50, 3, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    for u, v in zip(StackedDensity(split, density.components).log_density_and_score(y), density.log_density_and_score(y)):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
