@@ -69,7 +69,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 import disco_plug  # noqa: E402
 from disco_plug.bench import git_commit  # noqa: E402
-from disco_plug.columns import level_cells, coded_columns, grid_columns  # noqa: E402
+from disco_plug.columns import spread_over_cells, tied_columns  # noqa: E402
 from disco_plug.samplers import energy_distance  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
@@ -159,12 +159,11 @@ def split(x: np.ndarray, table: str, index: int, cfg: Config) -> tuple[np.ndarra
     if cfg.dequantize:
         x = x.copy()
         noise = np.random.default_rng([cfg.seed, zlib.crc32(table.encode()), index, 1])
-        for j, step in grid_columns(torch.as_tensor(x)).items():
+        grid, coded = tied_columns(torch.as_tensor(x))
+        for j, step in grid.items():
             x[:, j] += (noise.random(len(x)) - 0.5) * step
-        for j, levels in coded_columns(torch.as_tensor(x)).items():  # after the grid ones: their noise is unchanged
-            low, high = (t.numpy() for t in level_cells(levels))
-            at = np.searchsorted(levels.numpy(), x[:, j])
-            x[:, j] = low[at] + noise.random(len(x)) * (high[at] - low[at])
+        for j, levels in coded.items():  # after the grid ones: their noise is unchanged
+            x[:, j] = spread_over_cells(torch.as_tensor(x[:, j]), levels, torch.as_tensor(noise.random(len(x)))).numpy()
     return x[perm[n_test:]], x[perm[:n_test]]
 
 

@@ -27,8 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["AffineHull", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "coded_columns", "dequantize", "level_cells",
-           "find_affine_hull", "grid_columns"]
+__all__ = ["AffineHull", "DegenerateSamplesWarning", "GridValuedColumnsWarning", "coded_columns", "dequantize",
+           "find_affine_hull", "grid_columns", "level_cells", "spread_over_cells", "tied_columns"]
 
 # A column whose variance left after regressing it on the kept columns is below this fraction of its
 # own variance is called an exact affine function of them (its residual standard deviation is below
@@ -133,36 +133,38 @@ def find_affine_hull(x: Tensor, tol: float = DEPENDENT_RESIDUAL) -> AffineHull |
     return AffineHull(f, g, offset, coef, constant)
 
 
-def grid_columns(x: Tensor) -> dict[int, float]:
-    """Columns of x (n, d) that take tied values on a grid: {column: grid step}. A column is
-    grid-valued when it has fewer distinct values than rows (ties) and at least two, and every
-    difference between distinct values is an integer multiple of the smallest one (within 1e-6
-    relative), e.g. integers (step 1), prices to the cent (0.01), a 0/1 indicator (1)."""
-    found: dict[int, float] = {}
+def tied_columns(x: Tensor, max_levels: int = CODED_LEVELS) -> tuple[dict[int, float], dict[int, Tensor]]:
+    """(grid_columns(x), coded_columns(x, max_levels)) from one pass over the columns' distinct values."""
+    grid: dict[int, float] = {}
+    coded: dict[int, Tensor] = {}
+    n = x.shape[0]
     for j in range(x.shape[1]):
         u = torch.unique(x[:, j])
-        if not 2 <= len(u) < x.shape[0]:
+        if not 2 <= len(u) < n:
             continue
         gaps = torch.diff(u)
         step = gaps.min()
         ratio = gaps / step
         if bool(((ratio - ratio.round()).abs() <= _GRID_TOL * ratio.round().clamp_min(1.0)).all()):
-            found[j] = float(step)
-    return found
+            grid[j] = float(step)
+        elif len(u) <= max_levels and n >= 2 * len(u):
+            coded[j] = u
+    return grid, coded
 
 
-def coded_columns(x: Tensor, max_levels: int = CODED_LEVELS, grid: dict[int, float] | None = None) -> dict[int, Tensor]:
+def grid_columns(x: Tensor) -> dict[int, float]:
+    """Columns of x (n, d) that take tied values on a grid: {column: grid step}. A column is
+    grid-valued when it has fewer distinct values than rows (ties) and at least two, and every
+    difference between distinct values is an integer multiple of the smallest one (within 1e-6
+    relative), e.g. integers (step 1), prices to the cent (0.01), a 0/1 indicator (1)."""
+    return tied_columns(x)[0]
+
+
+def coded_columns(x: Tensor, max_levels: int = CODED_LEVELS) -> dict[int, Tensor]:
     """Columns of x (n, d) that take a few unevenly spaced levels with ties, not a grid (grid_columns):
     {column: its sorted distinct values}. A column is coded when it has 2..max_levels distinct values,
-    at least two rows per value on average, and its gaps are not multiples of one step. grid: x's
-    grid_columns where the caller has them (else found here)."""
-    grid = grid_columns(x) if grid is None else grid
-    found: dict[int, Tensor] = {}
-    for j in range(x.shape[1]):
-        u = torch.unique(x[:, j])
-        if j not in grid and 2 <= len(u) <= max_levels and x.shape[0] >= 2 * len(u):
-            found[j] = u
-    return found
+    at least two rows per value on average, and its gaps are not multiples of one step."""
+    return tied_columns(x, max_levels)[1]
 
 
 def level_cells(levels: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,6 +174,14 @@ def level_cells(levels: Tensor) -> tuple[Tensor, Tensor]:
     low = torch.cat([levels[:1] - (mid[:1] - levels[:1]), mid])
     high = torch.cat([mid, levels[-1:] + (levels[-1:] - mid[-1:])])
     return low, high
+
+
+def spread_over_cells(column: Tensor, levels: Tensor, u: Tensor) -> Tensor:
+    """Each value of a coded column (one of `levels`, sorted) moved to low + u (high - low) of its cell
+    (level_cells), for uniform draws u in [0, 1) of the column's length."""
+    low, high = level_cells(levels)
+    at = torch.searchsorted(levels, column.contiguous())
+    return low[at] + u * (high[at] - low[at])
 
 
 def dequantize(x: Tensor, steps: dict[int, float], generator: torch.Generator,
@@ -185,23 +195,24 @@ def dequantize(x: Tensor, steps: dict[int, float], generator: torch.Generator,
         out[:, j] += (u - 0.5) * step
     for j, values in (levels or {}).items():
         u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
-        low, high = level_cells(values.to(x))
-        at = torch.searchsorted(values.to(x), x[:, j].contiguous())
-        out[:, j] = low[at] + u * (high[at] - low[at])
+        out[:, j] = spread_over_cells(x[:, j], values.to(x), u)
     return out
+
+
+def _columns_take(cols: list[str]) -> str:
+    """'column a takes' / 'columns a, b take': the subject of the tied-column warnings."""
+    return f"column{'s' if len(cols) > 1 else ''} {_listed(cols)} take{'' if len(cols) > 1 else 's'} "
 
 
 def describe_coded(levels: dict[int, Tensor], names: list[str] | None = None) -> str:
     cols = [f"{repr(names[j]) if names is not None else j} ({len(v)} levels)" for j, v in levels.items()]
-    return (f"column{'s' if len(cols) > 1 else ''} {_listed(cols)} take{'' if len(cols) > 1 else 's'} "
-            "a few unevenly spaced coded values with ties: the density of tied values is singular; for "
-            "density work pass dequantize=True (spreads each value uniformly over its cell, halfway to "
-            "its neighbours, seeded)")
+    return (_columns_take(cols) + "a few unevenly spaced coded values with ties: the density of tied values is "
+            "singular; for density work pass dequantize=True (spreads each value uniformly over its cell, "
+            "halfway to its neighbours, seeded)")
 
 
 def describe_grid(steps: dict[int, float], names: list[str] | None = None) -> str:
     cols = [f"{repr(names[j]) if names is not None else j} (step {s:.6g})" for j, s in steps.items()]
-    return (f"column{'s' if len(cols) > 1 else ''} {_listed(cols)} take{'' if len(cols) > 1 else 's'} "
-            "tied values on a grid: the density of tied values is singular (the estimate puts spikes "
+    return (_columns_take(cols) + "tied values on a grid: the density of tied values is singular (the estimate puts spikes "
             "at repeated points); for density work pass dequantize=True (adds one grid step of seeded "
             "uniform noise), and round samples to the grid if you need grid values")

@@ -21,11 +21,11 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .checkpoint import default_weights_path, load_weights
-from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, coded_columns,
-                      describe_coded, describe_grid, find_affine_hull, grid_columns)
+from .columns import (AffineHull, DegenerateSamplesWarning, GridValuedColumnsWarning, describe_coded,
+                      describe_grid, find_affine_hull, tied_columns)
 from .columns import dequantize as dequantize_columns
 from .bounded import BoundedFit
-from .blend.stacked import fit_context_mixtures, fit_stacked, mixture_heavy_tails, update_stacked
+from .blend.stacked import fit_context_mixtures, fit_stacked, has_sharp_copy, mixture_heavy_tails, update_stacked
 from .config import ModelConfig
 from .densities import KernelDensity, StackedDensity
 from .densities.mixture import convolve_mixture
@@ -44,7 +44,7 @@ _QUERY_CHUNK = 4096  # queries per network call: bounded memory for any number o
 
 
 def _warn_ties(grid: dict, coded: dict, names: list[str] | None, stacklevel: int) -> None:
-    """One GridValuedColumnsWarning per kind of tied columns found (grid_columns, coded_columns)."""
+    """One GridValuedColumnsWarning per kind of tied columns found (columns.tied_columns)."""
     if grid:
         warnings.warn(describe_grid(grid, names), GridValuedColumnsWarning, stacklevel=stacklevel + 1)
     if coded:
@@ -83,7 +83,7 @@ class Estimator:
                      *(f"Gaussian mixture (penalty {p:g})" for p in c.mixture_penalties),
                      *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties),
                      *([f"sharp copy of the first Gaussian mixture (prior {c.sharp_mixture_prior_scale:g} x (d + 2))"]
-                       if c.mixture_penalties and c.sharp_mixture_iters else [])]
+                       if has_sharp_copy(c) else [])]
             return f"Estimator(stacked density of {', '.join(parts)}; d=1..{c.max_dim}; transformer unused, not loaded)"
         return f"Estimator({self.network!r}; d=1..{c.max_dim}, step={self.metadata.get('step', '?')})"
 
@@ -124,8 +124,7 @@ class Estimator:
         points equal."""
         x, spec, names = self._read_samples(samples, names)
         support = Bounds.parse(bounds, x.shape[1], names)  # None when no column has a finite bound
-        grid = grid_columns(x)
-        coded = coded_columns(x, grid=grid)
+        grid, coded = tied_columns(x)
         if (grid or coded) and dequantize:
             gen = torch.Generator().manual_seed(0) if generator is None else generator
             x = dequantize_columns(x, grid, gen, coded)
@@ -322,8 +321,7 @@ class FittedEstimator(FitOfSamples):
             raise ValueError(f"samples have {x.shape[1]} columns; this fit has {self.dim}: use fit for a new set")
         if self.hull is not None or not self._stacked or find_affine_hull(x) is not None:
             return est.fit(samples)
-        grid = grid_columns(x)
-        _warn_ties(grid, coded_columns(x, grid=grid), names, stacklevel=3)  # as fit (update has no dequantize)
+        _warn_ties(*tied_columns(x), names, stacklevel=3)  # as fit (update has no dequantize)
         new = FittedEstimator(est, x, spec)
         c = est.config
         y_old, y_new = self._whitened_context(), new._whitened_context()  # float64: the stacked blend's dtype

@@ -37,7 +37,8 @@ from ..fit.stacking import optimism, stacking_weights
 from ..fit.whitening import Whitening
 
 __all__ = ["fit_stacked", "update_stacked", "frame_moves", "held_out_weights", "stacked_density", "kernel_densities",
-           "fit_context_mixtures", "held_out_log_densities", "context_subset"]
+           "fit_context_mixtures", "held_out_log_densities", "context_subset", "has_sharp_copy",
+           "merge_duplicates", "mixture_heavy_tails", "mixture_priors"]
 
 _SUBSET_SEED = 20251107  # fixed seed of the held-out subset: same data, same estimate
 MOVE_POINTS = 1024  # update_stacked compares the candidate moves of a mixture on at most this many points
@@ -85,7 +86,7 @@ def fit_context_mixtures(x: Tensor, config: ModelConfig, axes: Tensor | None = N
                 dof_grid=c.mixture_dof_grid, family_test_sd=c.mixture_family_test_sd)
     gaussian, heavy = fit_mixture_sets(x, [(c.mixture_penalties, False), (c.t_mixture_penalties, True)],
                                        c.mixture_max_components, **opts)
-    if not (sharp and gaussian and c.sharp_mixture_iters):
+    if not (sharp and has_sharp_copy(c)):
         return gaussian + heavy
     # The sharp copy: the first Gaussian mixture's components, refined with a weak covariance prior. A
     # splitting path of its own gained more on tied real tables (fair, dequantized: +0.31 nats/dim against
@@ -96,22 +97,23 @@ def fit_context_mixtures(x: Tensor, config: ModelConfig, axes: Tensor | None = N
     return gaussian + heavy + (sharp_copy,)
 
 
-def _sharp(config: ModelConfig, sharp: bool) -> int:
-    """How many sharp mixtures fit_context_mixtures returns (0 or 1)."""
-    return int(bool(sharp and config.mixture_penalties and config.sharp_mixture_iters))
+def has_sharp_copy(config: ModelConfig) -> bool:
+    """Whether the stacked density has the sharp copy of the first Gaussian mixture (fit_context_mixtures)."""
+    return bool(config.mixture_penalties and config.sharp_mixture_iters)
 
 
 def mixture_priors(config: ModelConfig, d: int, sharp: bool = True) -> list[float]:
     """The covariance prior's pseudo-points of each mixture of fit_context_mixtures, in its order."""
     c = config
     regular = [c.mixture_prior_scale * (d + 2)] * (len(c.mixture_penalties) + len(c.t_mixture_penalties))
-    return regular + [c.sharp_mixture_prior_scale * (d + 2)] * _sharp(c, sharp)
+    return regular + [c.sharp_mixture_prior_scale * (d + 2)] * int(sharp and has_sharp_copy(c))
 
 
 def mixture_heavy_tails(config: ModelConfig, sharp: bool = True) -> list[bool]:
     """Whether each mixture of fit_context_mixtures has Student-t components, in its order."""
     c = config
-    return [False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties) + [False] * _sharp(c, sharp)
+    return ([False] * len(c.mixture_penalties) + [True] * len(c.t_mixture_penalties)
+            + [False] * int(sharp and has_sharp_copy(c)))
 
 
 def stacked_components(x: Tensor, mixtures: Sequence[Mixture], config: ModelConfig) -> list[Density]:
@@ -263,13 +265,13 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
     off = density.weights.shape[1] - len(every)
     live = [i for i in range(len(every)) if reweigh or bool((density.weights[:, off + i] > 0).any())]
     idle = {}
+    fixed, fixed_shift = moves[0]  # the density fixed in data space
     for i in sorted(set(range(len(every))) - set(live)):
-        linear, shift = moves[0]
-        carried = convolve_mixture(every[i], linear, torch.zeros_like(linear))
-        idle[i] = (carried._replace(means=carried.means + shift), tuple(torch.linalg.solve(linear, m) for m in frames[i]))
-    mixtures = [every[i] for i in live]
-    heavy = [mixture_heavy_tails(c)[i] for i in live]
-    priors = [mixture_priors(c, d)[i] for i in live]
+        carried = convolve_mixture(every[i], fixed, torch.zeros_like(fixed))
+        idle[i] = (carried._replace(means=carried.means + fixed_shift),
+                   tuple(torch.linalg.solve(fixed, m) for m in frames[i]))
+    all_heavy, all_priors = mixture_heavy_tails(c), mixture_priors(c, d)
+    mixtures, heavy, priors = [every[i] for i in live], [all_heavy[i] for i in live], [all_priors[i] for i in live]
     frames = [frames[i] for i in live]
     # The moves are compared on at most MOVE_POINTS of the new points (a hash subset, as the EM path's): the
     # mean log-likelihood of a few thousand points separates them, and it is most of an update's cost at n = 4096.
