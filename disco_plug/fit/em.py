@@ -294,16 +294,16 @@ def _split(log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor) -> tuple[Tens
             torch.cat([cov, cov[rows, pick][:, None]], 1), torch.cat([dof, dof[rows, pick][:, None]], 1))
 
 
-def path_subset(x: Tensor, size: int) -> Tensor:
+def path_subset(x: Tensor, size: int, *, ordered: bool = False) -> Tensor:
     """(B, size) indices of a pseudo-random subset of each context x (B, n, d) that depends on the set of
     points, not their order: the points whose coordinate hash, the fractional part of sum_j x_j c_j with
-    large irrational c_j, is smallest."""
+    large irrational c_j, is smallest (with ordered, smallest hash first)."""
     d = x.shape[-1]
     c = _HASH.to(x.device).repeat(d // len(_HASH) + 1)[:d] * torch.arange(1, d + 1, dtype=torch.float64,
                                                                        device=x.device).sqrt()
     z = (x.to(torch.float64) * c).sum(-1)  # (B, n)
     h = z - torch.floor(z)  # in [0, 1) also for negative z (torch.frac keeps the sign)
-    return torch.topk(h, size, dim=-1, largest=False, sorted=False).indices
+    return torch.topk(h, size, dim=-1, largest=False, sorted=ordered).indices
 
 
 def _best_split(x: Tensor, log_w: Tensor, means: Tensor, cov: Tensor, dof: Tensor, shrink_to: Shrinkage,

@@ -156,13 +156,13 @@ def test_convolved_stacked_fit_samples_the_noised_density():
 
 @pytest.mark.parametrize("shrunk", [(), (1.0, 0.5)])
 def test_convolved_stacked_density_is_the_mixture_of_convolved_components(shrunk):
-    """Without mixtures the stacked components are the Gaussian fit and KDEs with kernel h^2 C: at noise
+    """Without mixtures and cluster KDEs the stacked components are the Gaussian fit and KDEs with kernel h^2 C: at noise
     sigma the estimate must be w_0 N(mean, C' + sigma^2 I) + sum_j w_j KDE(kernel h_j^2 C + sigma^2 I),
     with the clean fit's weights (C' the whitening's ridged covariance); a variance-corrected KDE has
     kernel (h s)^2 C + sigma^2 I on the points shrunk to mean + s (x - mean), s = 1 / sqrt(1 + h^2)."""
     torch.manual_seed(0)
     net = GatedBlend(ModelConfig(max_dim=2, width=32, depth=1, heads=4, mixture_penalties=(), t_mixture_penalties=(), gate_context_features=False,
-                                  stacked_shrunk_kde_factors=shrunk))
+                                  stacked_shrunk_kde_factors=shrunk, cluster_kde_counts=()))
     g = torch.Generator().manual_seed(7)
     x = torch.randn(300, 2, generator=g, dtype=torch.float64) @ torch.tensor([[1.5, 0.4], [0.0, 0.5]], dtype=torch.float64)
     y = 2 * torch.randn(40, 2, generator=g, dtype=torch.float64)
@@ -240,14 +240,15 @@ def test_identical_mixtures_are_merged_into_one_weight(estimator):
     """On Gaussian data every mixture kind fits the same K = 1 Gaussian: their weights go to the first of
     them (the others get 0 and are never evaluated), and the density is the one with the weights split."""
     from disco_plug.blend.stacked import held_out_weights, merge_duplicates
-    from disco_plug.densities import MixtureDensity, StackedDensity
+    from disco_plug.densities import ClusterKernelDensity, MixtureDensity, StackedDensity
 
     x = torch.randn(2000, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     fitted = estimator.fit(x)
     density = fitted.density
     mixtures = [c.mixture for c in density.components if isinstance(c, MixtureDensity)]
+    clustered = [c for c in density.components if isinstance(c, ClusterKernelDensity)]
     assert all(int(m.components[0]) == 1 for m in mixtures)
-    split = held_out_weights(fitted._whitened_context(), mixtures, estimator.config)
+    split = held_out_weights(fitted._whitened_context(), mixtures, estimator.config, clustered)
     off = split.shape[1] - len(mixtures)
     assert bool((split[0, off:] > 0).all())  # before merging: each identical mixture has its share
     merged = merge_duplicates(split, mixtures)

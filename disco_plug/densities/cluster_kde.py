@@ -1,0 +1,161 @@
+"""A Gaussian KDE whose kernels take the shape of their point's cluster: `ClusterKernelDensity`.
+
+p(y) = (1 / n) sum_i N(y; c_i, G_{z_i}), with z_i the cluster of point i and G_k one kernel covariance per
+cluster. Built from clusters (`from_clusters`; the stacked blend uses k-means clusters, fit.kmeans), each
+cluster's kernel is its covariance S_k scaled by h_k^2 / (1 + h_k^2), h_k a factor times Scott's rule at the
+cluster's own size n_k, on its points shrunk towards their mean by 1 / sqrt(1 + h_k^2), so the cluster keeps
+its spread (Silverman 1986, section 6.4.1, cluster by cluster).
+
+A single global kernel is as wide as the data's overall spread; kernels shaped like the local cluster
+spread noise along the cluster, not across clusters (the idea of Vincent & Bengio's 2003 manifold Parzen
+windows, with the local covariance taken from a cluster instead of a neighbourhood). On scikit-learn's
+digits (64 raw pixels) its draws are classified like real digits where the global KDE's are pixel noise
+between classes (benchmarks/digits.py).
+
+It is a finite mixture of Gaussians, so it is normalized, its score is the exact gradient of its
+log-density, it convolves in closed form (kernels G_k -> M^T G_k M + S) and it samples exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Density, as_covariance
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_CHUNK_ELEMENTS = 1 << 22  # query x (centres + clusters x d) numbers evaluated at once
+
+__all__ = ["ClusterKernelDensity", "cluster_means"]
+
+
+def cluster_means(x: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Means (B, k, d) of the clusters of x (B, n, d) (0 for an empty one) and their sizes (B, k)."""
+    b, n, d = x.shape
+    counts = x.new_zeros(b, k).scatter_add_(1, labels, x.new_ones(b, n))
+    sums = x.new_zeros(b, k, d).scatter_add_(1, labels[..., None].expand(-1, -1, d), x)
+    return sums / counts.clamp_min(1.0)[..., None], counts
+
+
+class ClusterKernelDensity(Density):
+    """(1 / n) sum_i N(y; centres_i, kernels_{labels_i}) for a batch of B contexts: centres (B, n, d), labels
+    (B, n) in 0..K-1, kernels (B, K, d, d) symmetric positive definite (rows of unused clusters: any SPD).
+
+    Evaluated as one KDE pass whatever K: with P_k = G_k^-1, the kernel logit of centre i at y is
+    y . v_i - |y|^2_{P_k} / 2 + const_i with v_i = P_{z_i} c_i, so the query-centre part is one matrix
+    product y V^T (as for an isotropic KDE) and the clusters enter through |y|^2_{P_k} (m K d^2 work)."""
+
+    def __init__(self, centres: Tensor, labels: Tensor, kernels: Tensor, *, factor: float = 1.0) -> None:
+        self.centres, self.labels, self.kernels = centres, labels, kernels
+        self.factor = float(factor)
+        b, n, d = centres.shape
+        self._n = n
+        self._chol = torch.linalg.cholesky(kernels)  # (B, K, d, d): G_k = L_k L_k^T
+        eye = torch.eye(d, dtype=kernels.dtype, device=kernels.device).expand_as(kernels)
+        # A_k = L_k^-T: |y A_k|^2 = y^T P_k y, P_k = A_k A_k^T.
+        self._maps = torch.linalg.solve_triangular(self._chol, eye, upper=False).transpose(-1, -2)
+        precision = self._maps @ self._maps.transpose(-1, -2)  # (B, K, d, d)
+        own = torch.gather(precision, 1, labels[..., None, None].expand(-1, -1, d, d))  # (B, n, d, d)
+        self._v = (own @ centres[..., None].to(precision.dtype))[..., 0]  # (B, n, d): P_{z_i} c_i
+        log_det = torch.log(torch.diagonal(self._chol, dim1=-2, dim2=-1)).sum(-1)  # (B, K): log |L_k|
+        self._const = (-0.5 * (self._v * centres.to(precision.dtype)).sum(-1) - torch.gather(log_det, 1, labels)
+                       - 0.5 * d * _LOG_2PI - math.log(n))  # (B, n)
+        self._used = sorted({int(k) for k in labels.unique().tolist()})
+
+    @classmethod
+    def from_clusters(cls, x: Tensor, labels: Tensor, cov: Tensor, factor: float) -> "ClusterKernelDensity":
+        """The cluster KDE of points x (B, n, d) with clusters labels (B, n) whose kernels are shaped like
+        cov (B, K, d, d): kernel r cov on the members shrunk towards their mean by sqrt(1 - r), with
+        r = h^2 / (1 + h^2) and h = factor x Scott's rule at the cluster's size (module docstring)."""
+        d = x.shape[-1]
+        means, counts = cluster_means(x, labels, cov.shape[1])  # members' means (B, K, d), sizes (B, K)
+        h = factor * counts.clamp_min(2.0) ** (-1.0 / (d + 4))  # Scott's rule at each cluster's size
+        ratio = h * h / (1.0 + h * h)  # the variance-corrected kernel: ratio cov on centres shrunk by sqrt(1 - ratio)
+        shrink = (1.0 - ratio).sqrt()  # (B, K)
+        own_mean = torch.gather(means, 1, labels[..., None].expand(-1, -1, d))
+        own_shrink = torch.gather(shrink, 1, labels)[..., None]
+        centres = own_mean + own_shrink * (x - own_mean)
+        kernels = ratio[..., None, None] * cov
+        return cls(centres, labels, 0.5 * (kernels + kernels.transpose(-1, -2)), factor=factor)
+
+    @property
+    def batch(self) -> int:
+        return self.centres.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centres.shape[-1]
+
+    @property
+    def clusters(self) -> int:
+        """The number of clusters with points in some context."""
+        return len(self._used)
+
+    def _like(self) -> Tensor:
+        return self.centres
+
+    def __repr__(self) -> str:
+        return (f"ClusterKernelDensity(n={self._n}, d={self.dim}, {self.clusters} clusters, "
+                f"factor={self.factor:.3g})")
+
+    def log_density_and_score(self, y: Tensor, *, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """exclude (B, m, n): pairs left out (a leave-one-out KDE at the context points)."""
+        b, m, d = y.shape
+        k = self.kernels.shape[1]
+        maps, v, const = (t.to(y.dtype) for t in (self._maps, self._v, self._const))
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, self._n + k * d))
+        floor = math.log(torch.finfo(y.dtype).tiny) + 1.0  # exp stays in its fast, normal range
+        logs, scores = [], []
+        for start in range(0, m, chunk):
+            q = y[:, start:start + chunk]  # (B, c, d)
+            u = torch.einsum("bcd,bkde->bcke", q, maps)  # (B, c, K, d): y A_k
+            half_sq = 0.5 * (u * u).sum(-1)  # (B, c, K): |y|^2_{P_k} / 2
+            labels = self.labels[:, None].expand(-1, q.shape[1], -1)  # (B, c, n)
+            logits = q @ v.transpose(-1, -2) + const[:, None] - torch.gather(half_sq, 2, labels)
+            if exclude is not None:
+                logits = logits.masked_fill(exclude[:, start:start + chunk], -math.inf)
+            top = logits.amax(-1, keepdim=True)
+            top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+            weights = (logits - top).clamp_min(floor).exp()
+            if exclude is not None:
+                weights = weights.masked_fill(exclude[:, start:start + chunk], 0.0)
+            total = weights.sum(-1, keepdim=True)  # (B, c, 1)
+            resp = weights / total
+            per_cluster = resp.new_zeros(b, q.shape[1], k).scatter_add_(2, labels, resp)  # (B, c, K)
+            py = torch.einsum("bcke,bkde->bckd", u, maps)  # (B, c, K, d): P_k y
+            scores.append(resp @ v - (per_cluster[..., None] * py).sum(-2))
+            logs.append(top[..., 0] + torch.log(total[..., 0]))
+        return torch.cat(logs, 1), torch.cat(scores, 1)
+
+    def convolve(self, cov: Tensor | float, matrix: Tensor | None = None) -> "ClusterKernelDensity":
+        """Centres c @ M and kernels M^T G_k M + cov (exact)."""
+        noise = as_covariance(cov, self.centres)
+        if matrix is None:
+            centres, kernels = self.centres, self.kernels + noise[:, None]
+        else:
+            m = matrix.to(self.kernels.dtype)
+            centres = self.centres @ m
+            kernels = m.transpose(-1, -2)[:, None] @ self.kernels @ m[:, None] + noise[:, None]
+        return ClusterKernelDensity(centres, self.labels, 0.5 * (kernels + kernels.transpose(-1, -2)),
+                                    factor=self.factor)
+
+    def draw(self, normal: Tensor, pick: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A centre drawn uniformly plus its cluster's kernel applied to the normal draw (at the picked
+        positions; the others are left at their centre)."""
+        b, num, d = normal.shape
+        dev = normal.device
+        gen_dev = generator.device if generator is not None else dev
+        index = torch.randint(0, self._n, (b, num), generator=generator, device=gen_dev).to(dev)
+        out = torch.gather(self.centres.to(normal.dtype), 1, index[..., None].expand(-1, -1, d))
+        k = self.kernels.shape[1]
+        key = (torch.gather(self.labels, 1, index) + k * torch.arange(b, device=dev)[:, None])[pick]  # context, cluster
+        chol = self._chol.to(normal.dtype).reshape(b * k, d, d)
+        rows = normal[pick]  # (P, d)
+        noise = torch.zeros_like(rows)
+        for j in key.unique().tolist():  # the drawn clusters only: num d^2 work in all
+            mine = key == j
+            noise[mine] = rows[mine] @ chol[j].transpose(-1, -2)
+        out[pick] = out[pick] + noise
+        return out
