@@ -73,14 +73,14 @@ class ModelConfig:
         of width h / sqrt(1 + h^2) on the points shrunk towards their mean by 1 / sqrt(1 + h^2), so that
         the density has the samples' own covariance instead of (1 + h^2) times it. In high dimension,
         where Scott's h is near 1, an ordinary KDE's draws are spread 1.4x too wide.
-    cluster_kde_counts, cluster_kde_min_size, cluster_kde_prior_scale: the stacked blend's cluster KDEs
-        (densities.cluster_kde): one per k in cluster_kde_counts with n >= cluster_kde_min_size * k, on the
-        context's k-means clusters (fit.kmeans), each kernel Scott's bandwidth at its cluster's size times
-        its cluster's covariance, shrunk towards the pooled within-cluster covariance with
+    cluster_kde_counts, cluster_kde_min_size, cluster_kde_min_width, cluster_kde_prior_scale: the stacked
+        blend's cluster KDEs (densities.cluster_kde): one per k in cluster_kde_counts with n >=
+        cluster_kde_min_size * k and kernels at least cluster_kde_min_width times as wide as the global KDE's
+        (blend.stacked.cluster_counts: in effect none below d = 6, k <= 40 at d = 10, all from d = 13), on the
+        context's k-means clusters (fit.kmeans), each kernel Scott's bandwidth at its cluster's size times its
+        cluster's covariance, shrunk towards the pooled within-cluster covariance with
         cluster_kde_prior_scale * (d + 2) pseudo-points. One global kernel spreads every draw across the
-        clusters; these keep it within its cluster. On scikit-learn's digits (1500 training images, raw
-        pixels) the draws' classifier confidence went from 0.84 to 0.94 and the held-out log-likelihood
-        from -99.7 to -79.3 nats per image (benchmarks/digits.py). () disables them.
+        clusters; these keep it within its cluster (benchmarks/digits.py). () disables them.
     stacking_min_weight: stacking weights below this are set to zero and the rest renormalized (fewer
         components to evaluate; fit.stacking.stacking_weights).
     stacking_folds: how the stacking weights see held-out data: 2 fits every component on each half of the
@@ -131,6 +131,7 @@ class ModelConfig:
     stacked_shrunk_kde_factors: tuple[float, ...] = (1.0,)
     cluster_kde_counts: tuple[int, ...] = (4, 16, 64, 256)
     cluster_kde_min_size: int = 4
+    cluster_kde_min_width: float = 0.9
     cluster_kde_prior_scale: float = 1.0
     stacking_min_weight: float = 1e-3
     stacking_folds: int = 0
@@ -168,10 +169,11 @@ class ModelConfig:
         counts_ok = all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in self.cluster_kde_counts)
         size_ok = isinstance(self.cluster_kde_min_size, int) and not isinstance(self.cluster_kde_min_size, bool) \
             and self.cluster_kde_min_size >= 1
-        if not (counts_ok and size_ok and self.cluster_kde_prior_scale > 0):
-            raise ValueError(f"cluster_kde_counts must be integers >= 2, cluster_kde_min_size a positive integer and "
-                             f"cluster_kde_prior_scale positive, got {self.cluster_kde_counts!r}, "
-                             f"{self.cluster_kde_min_size!r}, {self.cluster_kde_prior_scale!r}")
+        if not (counts_ok and size_ok and self.cluster_kde_prior_scale > 0 and 0 < self.cluster_kde_min_width <= 1):
+            raise ValueError(f"cluster_kde_counts must be integers >= 2, cluster_kde_min_size a positive integer, "
+                             f"cluster_kde_min_width in (0, 1] and cluster_kde_prior_scale positive, got "
+                             f"{self.cluster_kde_counts!r}, {self.cluster_kde_min_size!r}, "
+                             f"{self.cluster_kde_min_width!r}, {self.cluster_kde_prior_scale!r}")
         object.__setattr__(self, "cluster_kde_counts", tuple(self.cluster_kde_counts))
         if not self.sharp_mixture_prior_scale > 0:
             raise ValueError(f"sharp_mixture_prior_scale must be positive, got {self.sharp_mixture_prior_scale!r}")
