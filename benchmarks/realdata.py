@@ -195,7 +195,7 @@ _ESTIMATOR: dict = {}
 # Ablations of the bundled estimate (`--estimators disco_plug,disco_plug[shrunk]`): config overrides.
 VARIANTS = {"": {}, "no-shrunk": {"stacked_shrunk_kde_factors": ()},
             "shrunk-only": {"stacked_kde_factors": (), "stacked_shrunk_kde_factors": (1.0, 2.0)},
-            "2fold": {"stacking_folds": 2}, "gated": {"blend": "gated"}}
+            "2fold": {"stacking_folds": 2}, "gated": {"blend": "gated"}, "no-cluster": {"cluster_kde_counts": ()}}
 
 
 def _load_disco_plug(variant: str = ""):

@@ -76,7 +76,7 @@ class ModelConfig:
     cluster_kde_counts, cluster_kde_min_size, cluster_kde_min_width, cluster_kde_prior_scale: the stacked
         blend's cluster KDEs (densities.cluster_kde): one per k in cluster_kde_counts with n >=
         cluster_kde_min_size * k and kernels at least cluster_kde_min_width times as wide as the global KDE's
-        (blend.stacked.cluster_counts: in effect none below d = 6, k <= 40 at d = 10, all from d = 13), on the
+        (blend.stacked.cluster_counts: none below d = 9, k = 4 at d = 9..12, all four from d = 20), on the
         context's k-means clusters (fit.kmeans), each kernel Scott's bandwidth at its cluster's size times its
         cluster's covariance, shrunk towards the pooled within-cluster covariance with
         cluster_kde_prior_scale * (d + 2) pseudo-points. One global kernel spreads every draw across the
@@ -131,7 +131,7 @@ class ModelConfig:
     stacked_shrunk_kde_factors: tuple[float, ...] = (1.0,)
     cluster_kde_counts: tuple[int, ...] = (4, 16, 64, 256)
     cluster_kde_min_size: int = 4
-    cluster_kde_min_width: float = 0.9
+    cluster_kde_min_width: float = 0.95
     cluster_kde_prior_scale: float = 1.0
     stacking_min_weight: float = 1e-3
     stacking_folds: int = 0

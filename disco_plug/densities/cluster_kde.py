@@ -48,21 +48,33 @@ class ClusterKernelDensity(Density):
     product y V^T (as for an isotropic KDE) and the clusters enter through |y|^2_{P_k} (m K d^2 work)."""
 
     def __init__(self, centres: Tensor, labels: Tensor, kernels: Tensor, *, factor: float = 1.0) -> None:
+        """What every evaluation needs (the kernels' factors, P_{z_i} c_i) is computed on first use: a cluster
+        KDE the stacking gives no weight costs only its construction."""
         self.centres, self.labels, self.kernels = centres, labels, kernels
         self.factor = float(factor)
-        b, n, d = centres.shape
-        self._n = n
-        self._chol = torch.linalg.cholesky(kernels)  # (B, K, d, d): G_k = L_k L_k^T
-        eye = torch.eye(d, dtype=kernels.dtype, device=kernels.device).expand_as(kernels)
-        # A_k = L_k^-T: |y A_k|^2 = y^T P_k y, P_k = A_k A_k^T.
-        self._maps = torch.linalg.solve_triangular(self._chol, eye, upper=False).transpose(-1, -2)
-        precision = self._maps @ self._maps.transpose(-1, -2)  # (B, K, d, d)
-        own = torch.gather(precision, 1, labels[..., None, None].expand(-1, -1, d, d))  # (B, n, d, d)
-        self._v = (own @ centres[..., None].to(precision.dtype))[..., 0]  # (B, n, d): P_{z_i} c_i
-        log_det = torch.log(torch.diagonal(self._chol, dim1=-2, dim2=-1)).sum(-1)  # (B, K): log |L_k|
-        self._const = (-0.5 * (self._v * centres.to(precision.dtype)).sum(-1) - torch.gather(log_det, 1, labels)
-                       - 0.5 * d * _LOG_2PI - math.log(n))  # (B, n)
+        self._n = centres.shape[1]
         self._used = sorted({int(k) for k in labels.unique().tolist()})
+        self._ready: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    def _prepared(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(L_k (B, K, d, d) with G_k = L_k L_k^T, A_k = L_k^-T, v_i = P_{z_i} c_i (B, n, d), const_i (B, n))."""
+        if self._ready is None:
+            b, n, d = self.centres.shape
+            chol = torch.linalg.cholesky(self.kernels)
+            eye = torch.eye(d, dtype=chol.dtype, device=chol.device).expand_as(chol)
+            maps = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)  # |y A_k|^2 = y^T P_k y
+            precision = maps @ maps.transpose(-1, -2)  # (B, K, d, d)
+            centres = self.centres.to(precision.dtype)
+            v = torch.zeros_like(centres)
+            for i in range(b):  # n d^2 work in all
+                for k in self._used:
+                    mine = self.labels[i] == k
+                    v[i, mine] = centres[i, mine] @ precision[i, k]
+            log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (B, K): log |L_k|
+            const = (-0.5 * (v * centres).sum(-1) - torch.gather(log_det, 1, self.labels)
+                     - 0.5 * d * _LOG_2PI - math.log(n))
+            self._ready = (chol, maps, v, const)
+        return self._ready
 
     @classmethod
     def from_clusters(cls, x: Tensor, labels: Tensor, cov: Tensor, factor: float) -> "ClusterKernelDensity":
@@ -102,9 +114,16 @@ class ClusterKernelDensity(Density):
 
     def log_density_and_score(self, y: Tensor, *, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """exclude (B, m, n): pairs left out (a leave-one-out KDE at the context points)."""
+        return self._evaluate(y, exclude, True)
+
+    def log_density(self, y: Tensor) -> Tensor:
+        """log p alone (half the m K d^2 work of log_density_and_score)."""
+        return self._evaluate(y, None, False)[0]
+
+    def _evaluate(self, y: Tensor, exclude: Tensor | None, with_score: bool) -> tuple[Tensor, Tensor | None]:
         b, m, d = y.shape
         k = self.kernels.shape[1]
-        maps, v, const = (t.to(y.dtype) for t in (self._maps, self._v, self._const))
+        _, maps, v, const = (t.to(y.dtype) for t in self._prepared())
         chunk = max(1, _CHUNK_ELEMENTS // max(1, self._n + k * d))
         floor = math.log(torch.finfo(y.dtype).tiny) + 1.0  # exp stays in its fast, normal range
         logs, scores = [], []
@@ -122,12 +141,13 @@ class ClusterKernelDensity(Density):
             if exclude is not None:
                 weights = weights.masked_fill(exclude[:, start:start + chunk], 0.0)
             total = weights.sum(-1, keepdim=True)  # (B, c, 1)
-            resp = weights / total
-            per_cluster = resp.new_zeros(b, q.shape[1], k).scatter_add_(2, labels, resp)  # (B, c, K)
-            py = torch.einsum("bcke,bkde->bckd", u, maps)  # (B, c, K, d): P_k y
-            scores.append(resp @ v - (per_cluster[..., None] * py).sum(-2))
             logs.append(top[..., 0] + torch.log(total[..., 0]))
-        return torch.cat(logs, 1), torch.cat(scores, 1)
+            if with_score:
+                resp = weights / total
+                per_cluster = resp.new_zeros(b, q.shape[1], k).scatter_add_(2, labels, resp)  # (B, c, K)
+                py = torch.einsum("bcke,bkde->bckd", u, maps)  # (B, c, K, d): P_k y
+                scores.append(resp @ v - (per_cluster[..., None] * py).sum(-2))
+        return torch.cat(logs, 1), (torch.cat(scores, 1) if with_score else None)
 
     def convolve(self, cov: Tensor | float, matrix: Tensor | None = None) -> "ClusterKernelDensity":
         """Centres c @ M and kernels M^T G_k M + cov (exact)."""
@@ -151,7 +171,7 @@ class ClusterKernelDensity(Density):
         out = torch.gather(self.centres.to(normal.dtype), 1, index[..., None].expand(-1, -1, d))
         k = self.kernels.shape[1]
         key = (torch.gather(self.labels, 1, index) + k * torch.arange(b, device=dev)[:, None])[pick]  # context, cluster
-        chol = self._chol.to(normal.dtype).reshape(b * k, d, d)
+        chol = self._prepared()[0].to(normal.dtype).reshape(b * k, d, d)
         rows = normal[pick]  # (P, d)
         noise = torch.zeros_like(rows)
         for j in key.unique().tolist():  # the drawn clusters only: num d^2 work in all

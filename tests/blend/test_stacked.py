@@ -266,7 +266,8 @@ def test_cluster_kdes_only_where_their_kernels_stay_wide():
 
     config = ModelConfig()
     assert cluster_counts(100_000, 5, config) == []
-    assert cluster_counts(100_000, 10, config) == [4, 16]
+    assert cluster_counts(100_000, 10, config) == [4]
+    assert cluster_counts(100_000, 20, config) == [4, 16, 64, 256]
     assert cluster_counts(1500, 61, config) == [4, 16, 64, 256]
     assert cluster_counts(60, 61, config) == [4]  # 60 >= 4 * 4 but < 4 * 16
     assert cluster_counts(1500, 61, ModelConfig(cluster_kde_counts=())) == []
