@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 __all__ = ["ModelConfig", "BLENDS"]
@@ -77,10 +78,11 @@ class ModelConfig:
         blend's cluster KDEs (densities.cluster_kde): one per k in cluster_kde_counts with n >=
         cluster_kde_min_size * k and kernels at least cluster_kde_min_width times as wide as the global KDE's
         (blend.stacked.cluster_counts: none below d = 9, k = 4 at d = 9..12, all four from d = 20), on the
-        context's k-means clusters (fit.kmeans), each kernel Scott's bandwidth at its cluster's size times its
-        cluster's covariance, shrunk towards the pooled within-cluster covariance with
-        cluster_kde_prior_scale * (d + 2) pseudo-points. One global kernel spreads every draw across the
-        clusters; these keep it within its cluster (benchmarks/digits.py). () disables them.
+        context's k-means clusters (fit.kmeans), each kernel h^2 / (1 + h^2) times its cluster's covariance
+        (shrunk towards the pooled within-cluster covariance with cluster_kde_prior_scale * (d + 2)
+        pseudo-points), h Scott's rule at the cluster's size, on the cluster's points shrunk towards their
+        mean. One global kernel spreads every draw across the clusters; these keep it within its cluster
+        (benchmarks/digits.py). () disables them.
     stacking_min_weight: stacking weights below this are set to zero and the rest renormalized (fewer
         components to evaluate; fit.stacking.stacking_weights).
     stacking_folds: how the stacking weights see held-out data: 2 fits every component on each half of the
@@ -166,15 +168,17 @@ class ModelConfig:
             raise ValueError(f"mixture_dof_grid must hold degrees of freedom > 2, got {self.mixture_dof_grid}")
         for name in ("kde_factors", "stacked_kde_factors", "stacked_shrunk_kde_factors"):
             object.__setattr__(self, name, tuple(float(f) for f in getattr(self, name)))
-        counts_ok = all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in self.cluster_kde_counts)
+        counts = tuple(self.cluster_kde_counts)
+        counts_ok = all(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 2 for k in counts) \
+            and all(a < b for a, b in zip(counts, counts[1:]))
         size_ok = isinstance(self.cluster_kde_min_size, int) and not isinstance(self.cluster_kde_min_size, bool) \
             and self.cluster_kde_min_size >= 1
         if not (counts_ok and size_ok and self.cluster_kde_prior_scale > 0 and 0 < self.cluster_kde_min_width <= 1):
-            raise ValueError(f"cluster_kde_counts must be integers >= 2, cluster_kde_min_size a positive integer, "
-                             f"cluster_kde_min_width in (0, 1] and cluster_kde_prior_scale positive, got "
+            raise ValueError(f"cluster_kde_counts must be increasing integers >= 2, cluster_kde_min_size a positive "
+                             f"integer, cluster_kde_min_width in (0, 1] and cluster_kde_prior_scale positive, got "
                              f"{self.cluster_kde_counts!r}, {self.cluster_kde_min_size!r}, "
                              f"{self.cluster_kde_min_width!r}, {self.cluster_kde_prior_scale!r}")
-        object.__setattr__(self, "cluster_kde_counts", tuple(self.cluster_kde_counts))
+        object.__setattr__(self, "cluster_kde_counts", tuple(int(k) for k in counts))
         if not self.sharp_mixture_prior_scale > 0:
             raise ValueError(f"sharp_mixture_prior_scale must be positive, got {self.sharp_mixture_prior_scale!r}")
         for name in ("mixture_penalties", "t_mixture_penalties"):

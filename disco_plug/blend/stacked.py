@@ -32,11 +32,12 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from ..densities import ClusterKernelDensity, Density, Gaussian, KernelDensity, Mixture, MixtureDensity, StackedDensity
+from ..densities.cluster_kde import cluster_means
 from ..densities.gaussian import standard_normal_log_density
 from ..densities.kde import scott_factor
 from ..densities.mixture import convolve_mixture, mixture_log_density_and_score, stack_mixtures
 from ..fit.em import fit_mixture_sets, path_subset, refine_mixture
-from ..fit.kmeans import cluster_covariances, kmeans
+from ..fit.kmeans import cluster_covariances, kmeans, nearest_centre
 from ..fit.stacking import optimism, stacking_weights
 from ..fit.whitening import Whitening
 
@@ -95,15 +96,18 @@ def cluster_kernel_densities(x: Tensor, config: ModelConfig, counts: Sequence[in
     k-means clusters (fit.kmeans, centres found on at most config.mixture_path_points of the points), or the
     given labels (B, n) where one is not None; kernels shaped like the clusters' shrunk covariances."""
     b, n, d = x.shape
-    sub = path_subset(x, config.mixture_path_points) if n > config.mixture_path_points else None
+    sub = None
     out = []
     for i, k in enumerate(counts):
         k = min(k, n)
-        own = None if labels is None else labels[i]
-        lab = kmeans(x, k, subset=sub) if own is None else own
+        lab = None if labels is None else labels[i]
+        if lab is None:
+            if sub is None and n > config.mixture_path_points:
+                sub = path_subset(x, config.mixture_path_points)
+            lab = kmeans(x, k, subset=sub)
         cov = cluster_covariances(x, lab, k, prior=config.cluster_kde_prior_scale * (d + 2),
                                   floor=config.mixture_var_floor)
-        out.append(ClusterKernelDensity.from_clusters(x, lab, cov, 1.0))
+        out.append(ClusterKernelDensity.from_clusters(x, lab, cov))
     return out
 
 
@@ -194,10 +198,12 @@ def held_out_log_densities(x: Tensor, kdes: Sequence[KernelDensity], mixtures: S
 def cluster_held_out(x: Tensor, clustered: Sequence[ClusterKernelDensity], idx: Tensor,
                      config: ModelConfig) -> Tensor:
     """Two-fold cross-validated log-densities (B, s, C) of cluster KDEs at the context points x[:, idx]: the
-    context is split in two halves (path_subset: by a hash of the points), each half clustered into half as
+    context is split in two halves (two_folds: by a hash of the points), each half clustered into half as
     many clusters (the same cluster sizes) and its cluster KDE evaluated at the other half's points. A
     leave-one-out value would not do: a cluster's kernel shape and (where the kernel is wide) its centre
-    were fitted with the left-out point, and with many small clusters that optimism is large."""
+    were fitted with the left-out point, and with many small clusters that optimism is large. The estimate
+    is of a cluster KDE of n / 2 points, next to the KDEs' leave-one-out ones of n - 1: it is pessimistic,
+    so the stacking gives the cluster KDEs at most their due."""
     b, _, d = x.shape
     first, folds = two_folds(x)
     sub, in_a = x[:, idx], first[:, idx]  # (B, s, d), (B, s)
@@ -281,9 +287,9 @@ def fit_stacked(x: Tensor, config: ModelConfig, axes: Tensor | None = None,
 
 
 def merge_duplicates(weights: Tensor, mixtures: Sequence[Mixture], rtol: float = 1e-10) -> Tensor:
-    """The stacking weights (B, 1 + F + M) with each context's identical mixtures (the same components to
-    rtol, e.g. every kind's K = 1 fit on Gaussian data) merged into the first of them: the density is the
-    same, and the others get weight 0, so queries and updates skip them."""
+    """The stacking weights (B, K), the mixtures' columns last, with each context's identical mixtures (the same
+    components to rtol, e.g. every kind's K = 1 fit on Gaussian data) merged into the first of them: the density
+    is the same, and the others get weight 0, so queries and updates skip them."""
     weights = weights.clone()
     off = weights.shape[1] - len(mixtures)
     for j, later in enumerate(mixtures):
@@ -336,7 +342,7 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
                    frames: Sequence[tuple[Tensor, Tensor]], config: ModelConfig, *, iters: int,
                    common: bool, reweigh: bool = False) -> tuple[StackedDensity, tuple[tuple[Tensor, Tensor], ...]] | None:
     """The stacked estimate of a context that evolved from y_old (whitened by `old`) to y_new (whitened by
-    `new`), warm-started from `density` (FittedEstimator.update): new KDEs, cluster KDEs as carried_clusters
+    `new`), warm-started from `density` (FittedEstimator.update): new KDEs; cluster KDEs as carried_clusters
     makes them; each mixture keeps K and its
     covariance family (coordinates `frames`, per mixture: the diagonal family's axes and the common-axes
     frame, in the old whitened frame), is carried by whichever of frame_moves makes y_new likeliest and
@@ -417,17 +423,31 @@ def update_stacked(density: StackedDensity, old: Whitening, new: Whitening, y_ol
 
 def carried_clusters(density: StackedDensity, y_new: Tensor, config: ModelConfig,
                      reweigh: bool) -> list[ClusterKernelDensity]:
-    """The cluster KDEs of an updated context y_new (update_stacked): each keeps its number of clusters and,
-    for a set of the same size (particles that keep their order), its points' clusters, with the kernels
-    and centres computed again on the new points; a set of another size is clustered again. Without reweigh,
-    a cluster KDE of weight 0 in every context is kept as it was (never evaluated)."""
+    """The cluster KDEs of an updated context y_new (update_stacked), with kernels and centres computed again on
+    the new points. Without reweigh each keeps its number of clusters (the weights' columns stay) and, where
+    the old clusters still hold (a set of the same size whose points, at least 90 % of them, are still nearest
+    their own cluster's new mean: particles that moved a little and kept their order), its points' clusters; a
+    set that does not is clustered again. A cluster KDE of weight 0 in every context is kept as it was (it is
+    never evaluated). With reweigh the numbers of clusters are those of a fresh fit (cluster_counts)."""
+    old = {pos: comp for pos, comp in enumerate(density.components) if isinstance(comp, ClusterKernelDensity)}
+    b, n, d = y_new.shape
+
+    def kept(comp: ClusterKernelDensity) -> Tensor | None:  # the old labels, where they still hold
+        if comp.labels.shape[1] != n:
+            return None
+        k = comp.kernels.shape[1]
+        agree = nearest_centre(y_new, cluster_means(y_new, comp.labels, k)[0]) == comp.labels
+        return comp.labels if bool((agree.to(y_new.dtype).mean(1) >= 0.9).all()) else None
+
+    if reweigh:
+        by_count = {comp.kernels.shape[1]: comp for comp in old.values()}
+        counts = cluster_counts(n, d, config)
+        labels = [kept(by_count[k]) if k in by_count else None for k in counts]
+        return cluster_kernel_densities(y_new, config, counts, labels)
     out = []
-    for pos, comp in enumerate(density.components):
-        if not isinstance(comp, ClusterKernelDensity):
-            continue
-        if not reweigh and not bool((density.weights[:, pos] > 0).any()):
+    for pos, comp in old.items():
+        if not bool((density.weights[:, pos] > 0).any()):
             out.append(comp)
             continue
-        same = comp.labels.shape[1] == y_new.shape[1]
-        out += cluster_kernel_densities(y_new, config, [comp.kernels.shape[1]], [comp.labels if same else None])
+        out += cluster_kernel_densities(y_new, config, [comp.kernels.shape[1]], [kept(comp)])
     return out

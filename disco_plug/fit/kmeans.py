@@ -3,8 +3,9 @@
 Farthest-first seeding (Gonzalez 1985; the deterministic, greedy form of k-means++'s D^2 sampling, Arthur &
 Vassilvitskii 2007): the point nearest the mean, then each next centre the point farthest from the centres so
 far; then Lloyd's iterations; batched over contexts. No random draws: the same set of points gives the same
-clusters whatever their order, and points rounded to float32 give the clusters of the float64 points (a
-seeding from random draws, even ones hashed from the points, changed with the rounding; tests/test_validation.py).
+clusters whatever their order, and points rounded to float32 give the clusters of the float64 points unless a
+point lies within rounding of a tie (a seeding from random draws, even ones hashed from the points, changed with
+the rounding: tests/test_validation.py's float32 rows).
 
 Each cluster's covariance is its members' scatter shrunk towards the pooled within-cluster covariance with
 `prior` pseudo-points (the conjugate Wishart prior's posterior mean, as fit.em does for mixture components),
@@ -17,39 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..densities.cluster_kde import cluster_means
+from ..densities.cluster_kde import cluster_means, cluster_members
 
-__all__ = ["kmeans", "cluster_covariances", "cluster_members"]
-
-
-
-def cluster_members(labels: Tensor, k: int) -> list[tuple[int, Tensor, Tensor]]:
-    """For each cluster j < k with points in some context: (j, indices (B, L_j) of its members, padded where a
-    context has fewer, valid (B, L_j) False on the padding); L_j is its largest size over the contexts."""
-    out = []
-    for j in range(k):
-        mine = labels == j
-        sizes = mine.sum(1, keepdim=True)
-        count = int(sizes.max())
-        if count == 0:
-            continue
-        idx = torch.argsort((~mine).to(torch.int8), dim=1, stable=True)[:, :count]  # members first
-        out.append((j, idx, torch.arange(count, device=labels.device)[None] < sizes))
-    return out
-
-
-def mixture_clusters(mix: Mixture, x: Tensor) -> Tensor:
-    """The most probable component (B, n) of each point of x (B, n, d) under Gaussian mixtures `mix`."""
-    d = x.shape[-1]
-    z = torch.einsum("bnkd,bkde->bnke", x.to(mix.means.dtype)[:, :, None] - mix.means[:, None], mix.prec_chol)
-    joint = mix.log_norm[:, None] + _kernel((z * z).sum(-1), mix.dof[:, None], d)  # (B, n, K)
-    return joint.argmax(-1)
-
+__all__ = ["kmeans", "nearest_centre", "cluster_covariances"]
 
 _CHUNK = 1 << 21  # point x centre distances computed at once
 
 
-def _nearest(x: Tensor, centres: Tensor) -> Tensor:
+def nearest_centre(x: Tensor, centres: Tensor) -> Tensor:
     """Index (B, n) of the nearest of centres (B, K, d) to each point of x (B, n, d)."""
     b, n, _ = x.shape
     step = max(1, _CHUNK // max(1, b * centres.shape[1]))
@@ -58,36 +34,40 @@ def _nearest(x: Tensor, centres: Tensor) -> Tensor:
                       for i in range(0, n, step)], 1)
 
 
+def _lloyd(x: Tensor, centres: Tensor, iters: int) -> tuple[Tensor, Tensor]:
+    """Lloyd's iterations from centres (B, k, d): the labels (B, n) and the final centres; a cluster that loses
+    every point keeps its centre."""
+    labels = nearest_centre(x, centres)
+    for _ in range(iters):
+        means, counts = cluster_means(x, labels, centres.shape[1])
+        centres = torch.where(counts[..., None] > 0, means, centres)
+        new_labels = nearest_centre(x, centres)
+        if bool((new_labels == labels).all()):
+            break
+        labels = new_labels
+    return labels, centres
+
+
 @torch.no_grad()
 def kmeans(x: Tensor, k: int, *, iters: int = 20, subset: Tensor | None = None) -> Tensor:
     """Cluster labels (B, n) in 0..k-1 of points x (B, n, d): farthest-first seeding (module docstring), then
     `iters` Lloyd steps (fewer if the labels stop changing). A cluster that loses every point keeps its
     centre. subset (B, s): indices of the points the centres are found on (every point is then given its
     nearest centre)."""
-    if subset is not None:
-        part = torch.gather(x, 1, subset[..., None].expand(-1, -1, x.shape[-1]))
-        found = kmeans(part, k, iters=iters)
-        return _nearest(x, cluster_means(part, found, k)[0])
-    b, n, d = x.shape
+    part = x if subset is None else torch.gather(x, 1, subset[..., None].expand(-1, -1, x.shape[-1]))
+    b, n, d = part.shape
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= n, got k={k} for n={n}")
     rows = torch.arange(b, device=x.device)
-    centre = x.mean(1, keepdim=True)
-    centres = x[rows, ((x - centre) ** 2).sum(-1).argmin(-1)][:, None]  # (B, 1, d): the point nearest the mean
-    dist = ((x - centres) ** 2).sum(-1)  # (B, n): squared distance to the nearest centre so far
+    centre = part.mean(1, keepdim=True)
+    centres = part[rows, ((part - centre) ** 2).sum(-1).argmin(-1)][:, None]  # (B, 1, d): the point nearest the mean
+    dist = ((part - centres) ** 2).sum(-1)  # (B, n): squared distance to the nearest centre so far
     for _ in range(1, k):
-        new = x[rows, dist.argmax(-1)][:, None]
+        new = part[rows, dist.argmax(-1)][:, None]
         centres = torch.cat([centres, new], 1)
-        dist = torch.minimum(dist, ((x - new) ** 2).sum(-1))
-    labels = _nearest(x, centres)
-    for _ in range(iters):
-        means, counts = cluster_means(x, labels, k)
-        centres = torch.where(counts[..., None] > 0, means, centres)
-        new_labels = _nearest(x, centres)
-        if bool((new_labels == labels).all()):
-            break
-        labels = new_labels
-    return labels
+        dist = torch.minimum(dist, ((part - new) ** 2).sum(-1))
+    labels, centres = _lloyd(part, centres, iters)
+    return labels if subset is None else nearest_centre(x, centres)
 
 
 def cluster_covariances(x: Tensor, labels: Tensor, k: int, *, prior: float, floor: float) -> Tensor:

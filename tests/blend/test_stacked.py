@@ -271,6 +271,8 @@ def test_cluster_kdes_only_where_their_kernels_stay_wide():
     assert cluster_counts(1500, 61, config) == [4, 16, 64, 256]
     assert cluster_counts(60, 61, config) == [4]  # 60 >= 4 * 4 but < 4 * 16
     assert cluster_counts(1500, 61, ModelConfig(cluster_kde_counts=())) == []
+    with pytest.raises(ValueError, match="increasing"):
+        ModelConfig(cluster_kde_counts=(16, 4))
 
 
 def test_cluster_kdes_raise_held_out_likelihood_on_clustered_high_dimensional_data():
@@ -292,3 +294,41 @@ def test_cluster_kdes_raise_held_out_likelihood_on_clustered_high_dimensional_da
     without = Estimator(network).fit(train)
     diff = with_clusters.log_density(test) - without.log_density(test)
     assert float(diff.mean()) > 4 * float(diff.std() / math.sqrt(len(diff)))
+
+
+def _clustered_10d(seed: int, n: int = 800):
+    g = torch.Generator().manual_seed(seed)
+    means = 5 * torch.randn(4, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return means[torch.arange(n) % 4] + torch.randn(n, 10, generator=g, dtype=torch.float64)
+
+
+def test_update_carries_the_clusters_of_moved_particles_and_reclusters_a_new_set(estimator):
+    """carried_clusters (update_stacked's cluster KDEs): particles that moved a little keep their clusters; a
+    fresh set of the same size is clustered again, as a fit would; weight-0 ones are kept as they were; with
+    reweigh the numbers of clusters are a fresh fit's."""
+    from disco_plug.blend.stacked import carried_clusters, cluster_counts
+    from disco_plug.densities import ClusterKernelDensity, StackedDensity
+    from disco_plug.fit.kmeans import kmeans
+
+    config = estimator.config
+    x = _clustered_10d(1)
+    fitted = estimator.fit(x)
+    density = fitted.density
+    at = [i for i, c in enumerate(density.components) if isinstance(c, ClusterKernelDensity)]
+    assert len(at) == len(cluster_counts(800, 10, config)) == 1
+    weights = density.weights.clone()
+    weights[:, at[0]] = 0.5  # in use, whatever this set's stacking chose
+    used = StackedDensity(weights / weights.sum(-1, keepdim=True), density.components)
+    old = density.components[at[0]]
+    whiten = fitted.whitening.apply
+    moved = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    (carried,) = carried_clusters(used, whiten(moved[None]), config, reweigh=False)
+    assert torch.equal(carried.labels, old.labels) and carried is not old
+    fresh = _clustered_10d(3)[torch.randperm(800, generator=torch.Generator().manual_seed(4))]
+    (again,) = carried_clusters(used, whiten(fresh[None]), config, reweigh=False)
+    assert torch.equal(again.labels, kmeans(whiten(fresh[None]), 4))  # the old labels do not hold: clustered again
+    unused = StackedDensity(torch.where(torch.arange(weights.shape[1]) == at[0], 0.0, density.weights),
+                            density.components)
+    (idle,) = carried_clusters(unused, whiten(moved[None]), config, reweigh=False)
+    assert idle is old  # weight 0: never evaluated, kept
+    assert carried_clusters(used, whiten(fresh[:12][None]), config, reweigh=True) == []  # n = 12 < 4 x 4: no k

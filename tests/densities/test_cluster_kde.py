@@ -17,7 +17,7 @@ def _clustered(generator, b=2, k=4):
     x = torch.cat([blob, line], 1)
     labels = kmeans(x, k)
     cov = cluster_covariances(x, labels, k, prior=4.0, floor=1e-4)
-    return x, ClusterKernelDensity.from_clusters(x, labels, cov, 1.0)
+    return x, ClusterKernelDensity.from_clusters(x, labels, cov)
 
 
 def _brute_log_density(density, y):
