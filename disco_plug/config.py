@@ -77,7 +77,7 @@ class ModelConfig:
     cluster_kde_counts, cluster_kde_min_size, cluster_kde_min_width, cluster_kde_prior_scale: the stacked
         blend's cluster KDEs (densities.cluster_kde): one per k in cluster_kde_counts with n >=
         cluster_kde_min_size * k and kernels at least cluster_kde_min_width times as wide as the global KDE's
-        (blend.stacked.cluster_counts: none below d = 9, k = 4 at d = 9..12, all four from d = 20), on the
+        (blend.stacked.cluster_counts: none below d = 12, k = 4 at d = 12..17, all four from d = 26), on the
         context's k-means clusters (fit.kmeans), each kernel h^2 / (1 + h^2) times its cluster's covariance
         (shrunk towards the pooled within-cluster covariance with cluster_kde_prior_scale * (d + 2)
         pseudo-points), h Scott's rule at the cluster's size, on the cluster's points shrunk towards their
@@ -133,7 +133,7 @@ class ModelConfig:
     stacked_shrunk_kde_factors: tuple[float, ...] = (1.0,)
     cluster_kde_counts: tuple[int, ...] = (4, 16, 64, 256)
     cluster_kde_min_size: int = 4
-    cluster_kde_min_width: float = 0.95
+    cluster_kde_min_width: float = 0.97
     cluster_kde_prior_scale: float = 1.0
     stacking_min_weight: float = 1e-3
     stacking_folds: int = 0

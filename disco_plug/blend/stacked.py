@@ -85,7 +85,8 @@ def cluster_counts(n: int, d: int, config: ModelConfig) -> list[int]:
     n^(d/(d+4)) cells: GMM d = 1 n = 1024 relative score error 6.3 % against 3.1 % without cluster KDEs, d = 2
     n = 16384 2.3 % against 0.9 %; with min_width 0.9, which allows k = 16 at d = 10, GMM d = 10 n = 256
     16.7 % against 15.5 %, +1.2 points with a paired standard error of 0.4 over 16 tasks; with 0.95, k = 4
-    only, +0.02)."""
+    only, +0.02, but benchmarks/update.py's d = 10 n = 1024 refits 7.66 % against 5.16 % and the real tables
+    of d = 9, 10 gained at most 0.009 nats per dimension: 0.97 leaves d <= 11 without them)."""
     top = (1.0 / config.cluster_kde_min_width) ** (d * (d + 4) / 4.0)  # k^(-4/(d(d+4))) >= min_width
     return [k for k in config.cluster_kde_counts if n >= config.cluster_kde_min_size * k and k <= top]
 
