@@ -80,6 +80,8 @@ class Estimator:
         if c.blend == "stacked":
             parts = ["Gaussian fit", *(f"KDE {f:g}x Scott" for f in c.stacked_kde_factors),
                      *(f"variance-corrected KDE {f:g}x Scott" for f in c.stacked_shrunk_kde_factors),
+                     *([f"cluster KDEs on {', '.join(map(str, c.cluster_kde_counts))} k-means clusters (where d and n "
+                        f"allow)"] if c.cluster_kde_counts else []),
                      *(f"Gaussian mixture (penalty {p:g})" for p in c.mixture_penalties),
                      *(f"Student-t mixture (penalty {p:g})" for p in c.t_mixture_penalties),
                      *([f"sharp copy of the first Gaussian mixture (prior {c.sharp_mixture_prior_scale:g} x (d + 2))"]

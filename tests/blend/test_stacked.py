@@ -204,6 +204,11 @@ def test_stacked_beats_scott_kde_on_log_density_of_heavy_tails(estimator):
 def test_repr_names_the_active_parts(estimator):
     text = repr(estimator)
     assert "stacked density" in text and "Student-t mixture" in text and "transformer unused" in text
+    assert "cluster KDEs on 4, 16, 64, 256 k-means clusters" in text
+    from disco_plug.checkpoint import default_weights_path, load_weights
+
+    without = Estimator(load_weights(default_weights_path(), overrides={"cluster_kde_counts": ()})[0])
+    assert "cluster KDEs" not in repr(without)
     gated = repr(disco_plug.load(blend="gated"))
     assert "GatedBlend(9 gated skips" in gated and "residual DiScoFormer" in gated and "inert" in gated
     with pytest.raises(ValueError, match="blend"):
