@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from ..densities import ClusterKernelDensity, Density, Gaussian, KernelDensity, Mixture, MixtureDensity, StackedDensity
-from ..densities.cluster_kde import cluster_means
+from ..densities.cluster_kde import cluster_means, cluster_members
 from ..densities.gaussian import standard_normal_log_density
 from ..densities.kde import scott_factor
 from ..densities.mixture import convolve_mixture, mixture_log_density_and_score, stack_mixtures
@@ -106,9 +106,10 @@ def cluster_kernel_densities(x: Tensor, config: ModelConfig, counts: Sequence[in
             if sub is None and n > config.mixture_path_points:
                 sub = path_subset(x, config.mixture_path_points)
             lab = kmeans(x, k, subset=sub)
+        members = cluster_members(lab, k)  # one sort of the labels for the covariances and the density
         cov = cluster_covariances(x, lab, k, prior=config.cluster_kde_prior_scale * (d + 2),
-                                  floor=config.mixture_var_floor)
-        out.append(ClusterKernelDensity.from_clusters(x, lab, cov))
+                                  floor=config.mixture_var_floor, members=members)
+        out.append(ClusterKernelDensity.from_clusters(x, lab, cov, members=members))
     return out
 
 

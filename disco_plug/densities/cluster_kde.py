@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .base import Density, as_covariance
+from .kde import kernel_weights
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _CHUNK_ELEMENTS = 1 << 22  # query x (centres + clusters x d) numbers evaluated at once
@@ -97,10 +98,12 @@ class ClusterKernelDensity(Density):
         return self._ready
 
     @classmethod
-    def from_clusters(cls, x: Tensor, labels: Tensor, cov: Tensor) -> "ClusterKernelDensity":
+    def from_clusters(cls, x: Tensor, labels: Tensor, cov: Tensor, *,
+                      members: list[tuple[int, Tensor, Tensor]] | None = None) -> "ClusterKernelDensity":
         """The cluster KDE of points x (B, n, d) with clusters labels (B, n) whose kernels are shaped like
         cov (B, K, d, d): kernel r cov on the members shrunk towards their mean by sqrt(1 - r), with
-        r = h^2 / (1 + h^2) and h Scott's rule at the cluster's size (module docstring)."""
+        r = h^2 / (1 + h^2) and h Scott's rule at the cluster's size (module docstring). members:
+        cluster_members(labels, K), where the caller has it."""
         d = x.shape[-1]
         means, counts = cluster_means(x, labels, cov.shape[1])  # members' means (B, K, d), sizes (B, K)
         h = counts.clamp_min(2.0) ** (-1.0 / (d + 4))  # Scott's rule at each cluster's size
@@ -110,7 +113,7 @@ class ClusterKernelDensity(Density):
         own_shrink = torch.gather(shrink, 1, labels)[..., None]
         centres = own_mean + own_shrink * (x - own_mean)
         kernels = ratio[..., None, None] * cov
-        return cls(centres, labels, 0.5 * (kernels + kernels.transpose(-1, -2)))
+        return cls(centres, labels, 0.5 * (kernels + kernels.transpose(-1, -2)), members=members)
 
     @property
     def batch(self) -> int:
@@ -144,7 +147,7 @@ class ClusterKernelDensity(Density):
         k = self.kernels.shape[1]
         _, maps, v, const = (t.to(y.dtype) for t in self._prepared())
         chunk = max(1, _CHUNK_ELEMENTS // max(1, self._n + k * d))
-        floor = math.log(torch.finfo(y.dtype).tiny) + 1.0  # exp stays in its fast, normal range
+        inplace = not (torch.is_grad_enabled() and y.requires_grad)
         logs, scores = [], []
         for start in range(0, m, chunk):
             q = y[:, start:start + chunk]  # (B, c, d)
@@ -152,13 +155,8 @@ class ClusterKernelDensity(Density):
             half_sq = 0.5 * (u * u).sum(-1)  # (B, c, K): |y|^2_{P_k} / 2
             labels = self.labels[:, None].expand(-1, q.shape[1], -1)  # (B, c, n)
             logits = q @ v.transpose(-1, -2) + const[:, None] - torch.gather(half_sq, 2, labels)
-            if exclude is not None:
-                logits = logits.masked_fill(exclude[:, start:start + chunk], -math.inf)
-            top = logits.amax(-1, keepdim=True)
-            top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-            weights = (logits - top).clamp_min(floor).exp()
-            if exclude is not None:
-                weights = weights.masked_fill(exclude[:, start:start + chunk], 0.0)
+            drop = None if exclude is None else exclude[:, start:start + chunk]
+            top, weights = kernel_weights(logits, drop, inplace=inplace)
             total = weights.sum(-1, keepdim=True)  # (B, c, 1)
             logs.append(top[..., 0] + torch.log(total[..., 0]))
             if with_score:

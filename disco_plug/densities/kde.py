@@ -83,7 +83,6 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
         keys = kde_keys(context, inv_h2, log_weights)  # (B, F, d + 2, n)
     log_norm = -0.5 * d * (_LOG_2PI + 2 * torch.log(h))  # (B, F)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, n * f))
-    floor = math.log(torch.finfo(queries.dtype).tiny) + 1.0  # exp stays in its fast, normal range
     inplace = not (torch.is_grad_enabled()
                    and any(t.requires_grad for t in (queries, context, h, log_weights)))
     logs, scores = [], []
@@ -97,22 +96,7 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
                                     torch.ones_like(y[..., :1])], -1) for j in range(f)], 1)  # (B, F, c, d + 2)
         logits = q @ keys  # (B, F, c, n)
         drop = None if exclude is None else exclude[:, None, start:start + chunk]  # (B, 1, c, n)
-        if drop is not None:
-            logits = logits.masked_fill_(drop, -math.inf) if inplace else logits.masked_fill(drop, -math.inf)
-        # logsumexp and the responsibilities from one exp (the exp dominates the cost). The shift
-        # `top` cancels exactly, so no gradient flows through it.
-        top = logits.detach().amax(-1, keepdim=True)  # (B, F, c, 1)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        # exp is ~25x slower where its result is subnormal or zero: clamp there (weights below
-        # exp(floor) ~ 1e-38 next to the top weight 1 change no sum) and zero the excluded pairs again.
-        if inplace:
-            weights = logits.sub_(top).clamp_min_(floor).exp_()  # unnormalized responsibilities
-            if drop is not None:
-                weights.masked_fill_(drop, 0.0)
-        else:  # autograd needs exp's output unchanged
-            weights = (logits - top).clamp_min(floor).exp()
-            if drop is not None:
-                weights = weights.masked_fill(drop, 0.0)
+        top, weights = kernel_weights(logits, drop, inplace=inplace)  # unnormalized responsibilities
         total = weights.sum(-1)  # (B, F, c)
         mean = (weights @ context[:, None]) / total[..., None]  # (B, F, c, d)
         if query_scales is None:
@@ -125,6 +109,28 @@ def isotropic_kde(queries: Tensor, context: Tensor, bandwidth: Tensor | float, *
     if not multi:
         return log_p[..., 0], score[..., 0, :]
     return log_p, score
+
+
+def kernel_weights(logits: Tensor, drop: Tensor | None, *, inplace: bool) -> tuple[Tensor, Tensor]:
+    """The shift `top` (..., 1) and exp(logits - top) of kernel logits (..., n), pairs in drop (broadcast to
+    logits) left out: logsumexp and the responsibilities from one exp (the exp dominates a KDE's cost). The
+    shift cancels exactly, so no gradient flows through it. exp is ~25x slower where its result is subnormal
+    or zero: it is clamped there (weights below exp(floor) ~ 1e-38 next to the top weight 1 change no sum), and
+    the left-out pairs are zeroed again. inplace overwrites logits (not where autograd needs them)."""
+    floor = math.log(torch.finfo(logits.dtype).tiny) + 1.0  # exp stays in its fast, normal range
+    if drop is not None:
+        logits = logits.masked_fill_(drop, -math.inf) if inplace else logits.masked_fill(drop, -math.inf)
+    top = logits.detach().amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    if inplace:
+        weights = logits.sub_(top).clamp_min_(floor).exp_()
+        if drop is not None:
+            weights.masked_fill_(drop, 0.0)
+    else:  # autograd needs exp's output unchanged
+        weights = (logits - top).clamp_min(floor).exp()
+        if drop is not None:
+            weights = weights.masked_fill(drop, 0.0)
+    return top, weights
 
 
 _CACHE_NUMBERS = 1 << 22  # prepared keys or maps are kept per KDE group only up to this size (32 MB in float64)

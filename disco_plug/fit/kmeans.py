@@ -70,14 +70,16 @@ def kmeans(x: Tensor, k: int, *, iters: int = 20, subset: Tensor | None = None) 
     return labels if subset is None else nearest_centre(x, centres)
 
 
-def cluster_covariances(x: Tensor, labels: Tensor, k: int, *, prior: float, floor: float) -> Tensor:
+def cluster_covariances(x: Tensor, labels: Tensor, k: int, *, prior: float, floor: float,
+                        members: list[tuple[int, Tensor, Tensor]] | None = None) -> Tensor:
     """Covariances (B, k, d, d) of the clusters of x (B, n, d): (S_k + prior P) / (n_k + prior) + floor I,
-    with S_k the members' scatter about their mean and P the pooled within-cluster covariance sum_k S_k / n."""
+    with S_k the members' scatter about their mean and P the pooled within-cluster covariance sum_k S_k / n.
+    members: cluster_members(labels, k), where the caller has it."""
     b, n, d = x.shape
     means, counts = cluster_means(x, labels, k)
     centred = x - torch.gather(means, 1, labels[..., None].expand(-1, -1, d))  # each point minus its own mean
     scatter = x.new_zeros(b, k, d, d)
-    for j, idx, valid in cluster_members(labels, k):  # n d^2 work in all, whatever k
+    for j, idx, valid in cluster_members(labels, k) if members is None else members:  # n d^2 work in all
         rows = torch.gather(centred, 1, idx[..., None].expand(-1, -1, d)) * valid[..., None]
         scatter[:, j] = rows.transpose(-1, -2) @ rows
     pooled = scatter.sum(1) / n  # (B, d, d)
