@@ -81,12 +81,13 @@ def cluster_counts(n: int, d: int, config: ModelConfig) -> list[int]:
     a blob of n points into k cells shrinks the within-cell spread by about k^(-1/d) and Scott's factor grows
     only to (n / k)^(-1/(d + 4)), so a cell's kernel is k^(-4/(d (d + 4))) times the global one: near 1 in
     high dimension, where one global kernel is too wide, but 0.33 for k = 4 at d = 1. Narrower kernels win
-    held-out likelihood but not score accuracy (accuracy benchmark with every k of cluster_kde_counts up to
-    n^(d/(d+4)) cells: GMM d = 1 n = 1024 relative score error 6.3 % against 3.1 % without cluster KDEs, d = 2
-    n = 16384 2.3 % against 0.9 %; with min_width 0.9, which allows k = 16 at d = 10, GMM d = 10 n = 256
-    16.7 % against 15.5 %, +1.2 points with a paired standard error of 0.4 over 16 tasks; with 0.95, k = 4
-    only, +0.02, but benchmarks/update.py's d = 10 n = 1024 refits 7.66 % against 5.16 % and the real tables
-    of d = 9, 10 gained at most 0.009 nats per dimension: 0.97 leaves d <= 11 without them)."""
+    held-out likelihood but not score accuracy. With every k of cluster_kde_counts up to n^(d/(d+4)) cells
+    (accuracy benchmark at 63e8c6f, its results file not kept): GMM d = 1 n = 1024 relative score error 6.3 %
+    against 3.1 % without cluster KDEs, d = 2 n = 16384 2.3 % against 0.9 %. With min_width 0.9 (k = 16 at
+    d = 10; a scratch paired run on the benchmark's 16 tasks): GMM d = 10 n = 256 16.7 % against 15.5 %, paired
+    standard error 0.4; with 0.95 (k = 4 only) +0.02, but benchmarks/update.py's d = 10 n = 1024 refits 7.66 %
+    against 5.16 % (update.md at 1630806) and the real tables of d = 9, 10 gained at most 0.009 nats per
+    dimension: 0.97 leaves d <= 11 without them."""
     top = (1.0 / config.cluster_kde_min_width) ** (d * (d + 4) / 4.0)  # k^(-4/(d(d+4))) >= min_width
     return [k for k in config.cluster_kde_counts if n >= config.cluster_kde_min_size * k and k <= top]
 
